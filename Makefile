@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make run` (the app and its workers) and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint services system-packages bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Kodiak needs Python 3.11 ($(PYTHON))"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/kodiak run
+
+# Redis and PostgreSQL for the integration tests: started only when not already answering.
+services:
+	@$(BIN)/python -c "import redis; redis.Redis(host='127.0.0.1', port=6379).ping()" 2>/dev/null \
+	  || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@pg_isready -q -h 127.0.0.1 -p 5432 \
+	  || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+
+# docker-compose (v1) validates the compose file; installed from Debian when missing.
+system-packages:
+	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }; } || true
+
+lint: install
+	$(BIN)/ruff check app workers tests bench
+	$(BIN)/lint-imports
+
+test: install services system-packages lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/train.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,111 @@
+"""The `kodiak` command: migrate, web, worker, run (web and workers together)."""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from app.config import Settings, get_settings
+
+
+def alembic_config(database_url: str):
+    """Alembic's config for `database_url`, finding migrations/ beside the package or here."""
+    from alembic.config import Config
+
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (base / "migrations" / "env.py").is_file():
+            config = Config()
+            config.set_main_option("script_location", str(base / "migrations"))
+            config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+            return config
+    raise SystemExit("cannot find the migrations/ folder")
+
+
+def migrate(settings: Settings) -> None:
+    """Upgrade the database to the newest schema and make sure an admin exists."""
+    from alembic import command
+
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.services.auth import ensure_admin
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(settings.resolved_database_url()), "head")
+    engine = make_engine(settings.resolved_database_url())
+    with session_scope(make_session_factory(engine)) as session:
+        generated = ensure_admin(
+            session=session, email=settings.admin_email, password=settings.admin_password
+        )
+    engine.dispose()
+    if generated:
+        print(f"Created the first admin: {settings.admin_email} / password: {generated}")
+        print("(shown once; set KODIAK_ADMIN_PASSWORD to choose it yourself)")
+
+
+def web(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run("app.web.main:create_app", factory=True, host=settings.host, port=settings.port,
+                proxy_headers=True, log_level="info")
+
+
+def worker(queues: str, pool: str | None, concurrency: int | None) -> None:
+    from workers.celery_app import app
+
+    argv = ["worker", "--loglevel=INFO", f"--queues={queues}", "--without-gossip",
+            "--without-mingle", f"--hostname={queues.replace(',', '-')}@%h"]
+    if pool is None:
+        pool = "solo" if "train" in queues.split(",") else "threads"
+    argv.append(f"--pool={pool}")
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    app.worker_main(argv)
+
+
+def run(settings: Settings) -> None:
+    """Migrate, start a train worker and a gather worker, then serve the web app."""
+    migrate(settings)
+    children = [
+        subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", queues])
+        for queues in ("train", "gather")
+    ]
+    print(f"Kodiak is running at http://{settings.host}:{settings.port}/ "
+          f"(sign in as {settings.admin_email}); Ctrl-C stops it.", flush=True)
+    try:
+        web(settings)
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="kodiak", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="upgrade the database and create the first admin")
+    sub.add_parser("web", help="serve the web app and API")
+    worker_parser = sub.add_parser("worker", help="run a Celery worker")
+    worker_parser.add_argument("--queues", default="gather,train")
+    worker_parser.add_argument("--pool", default=None)
+    worker_parser.add_argument("--concurrency", type=int, default=None)
+    sub.add_parser("run", help="migrate, then run the web app with its workers")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if args.command == "migrate":
+        migrate(settings)
+    elif args.command == "web":
+        web(settings)
+    elif args.command == "worker":
+        worker(args.queues, args.pool, args.concurrency)
+    else:
+        run(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Settings, read once from the environment (the only place that reads os.environ)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Kodiak's configuration; every field has an embedded default under `home`."""
+
+    model_config = SettingsConfigDict(env_prefix="KODIAK_", extra="ignore")
+
+    home: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_email: str = "admin@example.com"
+    admin_password: str | None = None
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "KODIAK_DATABASE_URL")
+    )
+    broker_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("BROKER_URL", "KODIAK_BROKER_URL")
+    )
+    storage_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("STORAGE_URL", "KODIAK_STORAGE_URL")
+    )
+    secret_key: str | None = None
+    cookie_secure: bool = False
+    session_days: int = 14
+    max_upload_mb: int = 200
+    max_zip_members: int = 20_000
+    max_zip_total_mb: int = 2_000
+    max_image_pixels: int = 60_000_000
+    allow_loopback_downloads: bool = False
+    worker_threads: int | None = None
+    inference_threads: int | None = None
+    model_cache_size: int = 8
+    job_stale_seconds: int = 600
+    demo_examples: int = 3
+
+    def resolved_database_url(self) -> str:
+        """The database URL, or the SQLite file under home."""
+        return self.database_url or f"sqlite:///{(self.home / 'kodiak.db').resolve()}"
+
+    def resolved_broker_url(self) -> str:
+        """The broker URL, or Celery's filesystem transport under home."""
+        return self.broker_url or "filesystem://"
+
+    def broker_folder(self) -> Path:
+        """Where the filesystem transport keeps its messages."""
+        return (self.home / "broker").resolve()
+
+    def resolved_storage_url(self) -> str:
+        """The storage URL, or a local folder under home."""
+        return self.storage_url or f"file://{(self.home / 'storage').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

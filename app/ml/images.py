@@ -1,0 +1,154 @@
+"""Safe decoding of untrusted image bytes: verify, bound, normalise (PIL + numpy only)."""
+
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+WHITE = (255, 255, 255)
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an image this app accepts; str(exc) says why, for a person."""
+
+
+@dataclass(frozen=True)
+class NormalisedImage:
+    data: bytes
+    width: int
+    height: int
+    content_hash: str
+    phash: str
+    format: str
+
+
+def normalise_image(
+    data: bytes, *, max_pixels: int = 60_000_000, min_side: int = 32, max_side: int = 1024
+) -> NormalisedImage:
+    """Verify untrusted bytes and return an upright RGB JPEG (quality 90) at most max_side."""
+    image, fmt = _decode(data, max_pixels=max_pixels, draft_size=max_side, square_draft=True)
+    width, height = image.size
+    if width < min_side or height < min_side:
+        raise ImageRejected(
+            f"image too small: {width}x{height} (minimum {min_side} px on each side)"
+        )
+    if max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    pixels = image.tobytes()
+    content_hash = hashlib.sha256(f"{image.width}x{image.height}:".encode() + pixels).hexdigest()
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return NormalisedImage(
+        data=out.getvalue(),
+        width=image.width,
+        height=image.height,
+        content_hash=content_hash,
+        phash=dhash(image),
+        format=fmt,
+    )
+
+
+def decode_rgb(
+    data: bytes, *, max_pixels: int = 60_000_000, draft_size: int | None = None
+) -> Image.Image:
+    """Verify untrusted bytes and return an upright RGB image (no size floor, no re-encode).
+
+    draft_size lets a large JPEG decode at a reduced DCT scale whose short side stays at or
+    above draft_size (pass the preprocessing's resize); None decodes at full size.
+    """
+    image, _ = _decode(data, max_pixels=max_pixels, draft_size=draft_size, square_draft=False)
+    return image
+
+
+def dhash(image: Image.Image) -> str:
+    """64-bit difference hash of an image as 16 hex characters."""
+    small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def dhash_distance(a: str, b: str) -> int:
+    """Hamming distance between two dhash strings."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def _decode(
+    data: bytes, *, max_pixels: int, draft_size: int | None, square_draft: bool
+) -> tuple[Image.Image, str]:
+    if not data:
+        raise ImageRejected("empty file")
+    try:
+        return _decode_unchecked(
+            data, max_pixels=max_pixels, draft_size=draft_size, square_draft=square_draft
+        )
+    except ImageRejected:
+        raise
+    except Exception as exc:  # any decoder failure on hostile bytes is a rejection, not a 500
+        raise ImageRejected(f"image is truncated or corrupt ({type(exc).__name__})") from exc
+
+
+def _decode_unchecked(
+    data: bytes, *, max_pixels: int, draft_size: int | None, square_draft: bool
+) -> tuple[Image.Image, str]:
+    limit = f"limit {max_pixels / 1e6:g} megapixels"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError as exc:
+            raise ImageRejected("not an image (cannot identify format)") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(found.group(1)) / 1e6:g} megapixels" if found else "too many pixels"
+            raise ImageRejected(f"image too large: {size} ({limit})") from exc
+    fmt = image.format or "UNKNOWN"
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageRejected(f"image too large: {width}x{height} pixels ({limit})")
+    if width < 1 or height < 1:
+        raise ImageRejected(f"image has no pixels: {width}x{height}")
+    if draft_size and fmt == "JPEG":
+        square = (draft_size, draft_size)
+        image.draft(image.mode, square if square_draft else _short_side(width, height, draft_size))
+    try:
+        image.load()
+    except OSError as exc:
+        raise ImageRejected("image is truncated or corrupt") from exc
+    image = ImageOps.exif_transpose(image) or image
+    return _to_rgb(image), fmt
+
+
+def _short_side(width: int, height: int, short_side: int) -> tuple[int, int]:
+    scale = short_side / min(width, height)
+    return (max(1, int(width * scale)), max(1, int(height * scale)))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_to_uint8(image), "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*WHITE, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if mode == "RGB" else image.convert("RGB")
+
+
+def _to_uint8(image: Image.Image) -> np.ndarray:
+    """Scale 16/32-bit integer or float grey to 8 bits (convert('RGB') would clip to white)."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        top = 1.0 if values.size and np.nanmax(values) <= 1.0 else 255.0
+    elif image.mode.startswith("I;16") or (values.size and values.max() > 255):
+        top = 65535.0
+    else:
+        top = 255.0
+    return np.clip(np.nan_to_num(values) * (255.0 / top), 0, 255).round().astype(np.uint8)

@@ -1,0 +1,71 @@
+"""Request bodies of the JSON API (validated by pydantic; errors become 422 with detail)."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BACKBONE_NAMES = ("efficientnet_lite0",)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionIn(Strict):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class UserIn(Strict):
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    password: str = Field(min_length=8, max_length=1000)
+    is_admin: bool = False
+
+
+class ApiKeyIn(Strict):
+    name: str = Field(default="", max_length=200)
+
+
+class ProjectIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    labels: list[str] = Field(default_factory=list, max_length=100)
+
+
+class LabelIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    query: str | None = Field(default=None, max_length=500)
+
+
+class ImagePatch(Strict):
+    label: str | None = None
+    status: Literal["active", "excluded"] | None = None
+
+
+class TrainingIn(Strict):
+    """A training recipe; omitted fields take the recipe's defaults."""
+
+    backbone: Literal[BACKBONE_NAMES] | None = None  # type: ignore[valid-type]
+    epochs: int | None = Field(default=None, ge=0, le=50)
+    lr: float | None = Field(default=None, gt=0, le=1)
+    unfrozen_lr: float | None = Field(default=None, gt=0, le=1)
+    batch_size: int | None = Field(default=None, ge=2, le=512)
+    valid_pct: float | None = Field(default=None, gt=0, le=0.5)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    label_smoothing: float | None = Field(default=None, ge=0, lt=1)
+    augment_views: int | None = Field(default=None, ge=0, le=8)
+    image_size: int | None = Field(default=None, ge=64, le=512)
+
+
+class DeploymentIn(Strict):
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    public: bool = False
+
+
+class DeploymentPatch(Strict):
+    model_id: int | None = None
+    public: bool | None = None
+
+
+class PredictJson(Strict):
+    image_base64: str | None = Field(default=None, max_length=40_000_000)
+    url: str | None = Field(default=None, max_length=4000)

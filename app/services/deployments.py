@@ -1,0 +1,77 @@
+"""Model versions and the deployments that point at them."""
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Deployment, ModelVersion, Project, User
+from app.services.errors import ConflictError, NotFoundError
+
+
+def list_models(*, session: Session, project: Project) -> list[ModelVersion]:
+    query = select(ModelVersion).where(ModelVersion.project_id == project.id)
+    return list(session.scalars(query.where(ModelVersion.storage_prefix != "").order_by(
+        ModelVersion.id.desc())))
+
+
+def get_model(*, session: Session, owner: User, model_id: int) -> ModelVersion:
+    """The owner's finished model version, or NotFoundError."""
+    model = session.get(ModelVersion, model_id)
+    if model is None or not model.storage_prefix:
+        raise NotFoundError(f"model {model_id} not found")
+    if session.get(Project, model.project_id).owner_id != owner.id:
+        raise NotFoundError(f"model {model_id} not found")
+    return model
+
+
+def create_deployment(
+    *, session: Session, model: ModelVersion, slug: str, public: bool
+) -> Deployment:
+    """Deploy a model version under a new slug."""
+    if session.scalar(select(Deployment.id).where(Deployment.slug == slug)):
+        raise ConflictError(f"the slug {slug!r} is taken; choose another")
+    deployment = Deployment(
+        slug=slug, project_id=model.project_id, model_id=model.id, public=public
+    )
+    session.add(deployment)
+    session.flush()
+    return deployment
+
+
+def get_deployment(*, session: Session, slug: str) -> Deployment:
+    deployment = session.scalar(select(Deployment).where(Deployment.slug == slug))
+    if deployment is None:
+        raise NotFoundError(f"deployment {slug!r} not found")
+    return deployment
+
+
+def get_owned_deployment(*, session: Session, owner: User, slug: str) -> Deployment:
+    deployment = get_deployment(session=session, slug=slug)
+    if session.get(Project, deployment.project_id).owner_id != owner.id:
+        raise NotFoundError(f"deployment {slug!r} not found")
+    return deployment
+
+
+def can_predict(*, session: Session, deployment: Deployment, user: User | None) -> bool:
+    """Public deployments answer anyone; private ones only their owner."""
+    if deployment.public:
+        return True
+    return user is not None and session.get(Project, deployment.project_id).owner_id == user.id
+
+
+def update_deployment(
+    *, session: Session, deployment: Deployment, model: ModelVersion | None, public: bool | None
+) -> Deployment:
+    """Point a deployment at another version of the same project (or roll back)."""
+    if model is not None:
+        if model.project_id != deployment.project_id:
+            raise ConflictError("a deployment can only move to a model of the same project")
+        deployment.model_id = model.id
+    if public is not None:
+        deployment.public = public
+    session.flush()
+    return deployment
+
+
+def list_deployments(*, session: Session, project: Project) -> list[Deployment]:
+    query = select(Deployment).where(Deployment.project_id == project.id)
+    return list(session.scalars(query.order_by(Deployment.id)))

@@ -1,0 +1,13 @@
+"""Errors services raise; the web maps them to 4xx answers."""
+
+
+class NotFoundError(Exception):
+    """The thing does not exist, or belongs to someone else."""
+
+
+class ConflictError(Exception):
+    """Something with the same unique name exists already, or the state forbids it."""
+
+
+class InvalidInputError(ValueError):
+    """Input a person can fix; the message says how."""

@@ -1,0 +1,145 @@
+"""Job state in the database: created by the web, claimed and reported by workers."""
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import session_scope
+from app.models import Job, Project, User, utcnow
+from app.services.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's work when a person asked to cancel it."""
+
+
+def create_job(*, session: Session, project: Project, kind: str, params: dict) -> Job:
+    job = Job(project_id=project.id, kind=kind, params=params)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(*, session: Session, owner: User, job_id: int, stale_seconds: int) -> Job:
+    """The owner's job; a running job whose worker went silent is marked failed."""
+    job = session.get(Job, job_id)
+    if job is None or session.get(Project, job.project_id).owner_id != owner.id:
+        raise NotFoundError(f"job {job_id} not found")
+    fail_if_stale(job=job, stale_seconds=stale_seconds)
+    return job
+
+
+def list_jobs(*, session: Session, project: Project, limit: int = 50) -> list[Job]:
+    query = select(Job).where(Job.project_id == project.id).order_by(Job.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def fail_if_stale(*, job: Job, stale_seconds: int) -> None:
+    """A running job without a heartbeat for `stale_seconds` has lost its worker."""
+    beat = job.heartbeat_at or job.started_at
+    if job.status == "running" and beat and utcnow() - beat > timedelta(seconds=stale_seconds):
+        job.status = "failed"
+        job.error = f"the worker stopped responding (no heartbeat for {stale_seconds} s)"
+        job.finished_at = utcnow()
+
+
+def request_cancel(*, session: Session, job: Job) -> Job:
+    """Cancel a queued job at once; ask a running one to stop at its next batch."""
+    if job.status == "queued":
+        job.status = "cancelled"
+        job.finished_at = utcnow()
+        job.message = "cancelled before it started"
+    elif job.status == "running":
+        job.cancel_requested = True
+        job.message = "cancelling..."
+    session.flush()
+    return job
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The job as the API shows it."""
+    return {
+        "id": job.id,
+        "project_id": job.project_id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": round(job.progress, 4),
+        "message": job.message,
+        "error": job.error,
+        "params": job.params,
+        "result": job.result,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+class JobReporter:
+    """A worker's handle on its job: claim, progress (throttled), cancel checks, outcome."""
+
+    def __init__(self, factory: sessionmaker[Session], job_id: int, *, interval: float = 0.5):
+        self.factory = factory
+        self.job_id = job_id
+        self.interval = interval
+        self._last_write = 0.0
+        self._cancel = False
+
+    def claim(self, *, stale_seconds: int) -> Job | None:
+        """Mark the job running, or None when it is finished or running elsewhere."""
+        with session_scope(self.factory) as session:
+            job = session.get(Job, self.job_id)
+            if job is None or job.status in TERMINAL:
+                return None
+            if job.cancel_requested:
+                job.status, job.finished_at = "cancelled", utcnow()
+                return None
+            beat = job.heartbeat_at
+            if job.status == "running" and beat and utcnow() - beat < timedelta(
+                seconds=min(stale_seconds, 60)
+            ):
+                log.info("job %s is running elsewhere; skipping a redelivery", self.job_id)
+                return None
+            job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
+            job.progress, job.error, job.message = 0.0, None, "starting"
+            return job
+
+    def progress(self, fraction: float, message: str, extra: dict | None = None) -> None:
+        """Record progress and a heartbeat, at most every `interval` seconds."""
+        now = time.monotonic()
+        if now - self._last_write < self.interval and fraction < 1.0:
+            return
+        self._last_write = now
+        with session_scope(self.factory) as session:
+            job = session.get(Job, self.job_id)
+            job.progress = max(0.0, min(1.0, float(fraction)))
+            job.message = message[:500]
+            job.heartbeat_at = utcnow()
+            self._cancel = job.cancel_requested
+
+    def should_stop(self) -> bool:
+        """Whether a person asked to cancel (read with each progress write)."""
+        if time.monotonic() - self._last_write >= self.interval:
+            with session_scope(self.factory) as session:
+                self._cancel = session.get(Job, self.job_id).cancel_requested
+        return self._cancel
+
+    def finish(self, *, status: str, message: str = "", result: dict | None = None,
+               error: str | None = None, session: Session | None = None) -> None:
+        """Record the job's outcome (in `session` when given, so it commits with other rows)."""
+        if session is None:
+            with session_scope(self.factory) as own:
+                self.finish(status=status, message=message, result=result, error=error,
+                            session=own)
+            return
+        job = session.get(Job, self.job_id)
+        job.status, job.message, job.result, job.error = status, message, result, error
+        job.finished_at = utcnow()
+        if status == "succeeded":
+            job.progress = 1.0

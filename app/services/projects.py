@@ -1,0 +1,83 @@
+"""Projects and their labels."""
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Image, Label, Project, User
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.storage import LocalStorage
+
+MAX_NAME = 200
+
+
+def clean_name(value: str, *, what: str) -> str:
+    """A trimmed, non-empty name of bounded length."""
+    name = " ".join(value.split())
+    if not name:
+        raise InvalidInputError(f"{what} must not be empty")
+    if len(name) > MAX_NAME:
+        raise InvalidInputError(f"{what} is longer than {MAX_NAME} characters")
+    return name
+
+
+def create_project(*, session: Session, owner: User, name: str, labels: list[str] = ()) -> Project:
+    """Create a project, optionally with labels."""
+    project = Project(owner_id=owner.id, name=clean_name(name, what="project name"))
+    session.add(project)
+    session.flush()
+    for label in labels:
+        add_label(session=session, project=project, name=label)
+    return project
+
+
+def list_projects(*, session: Session, owner: User) -> list[Project]:
+    return list(session.scalars(select(Project).where(Project.owner_id == owner.id)))
+
+
+def get_project(*, session: Session, owner: User, project_id: int) -> Project:
+    """The owner's project, or NotFoundError (also for other users' projects)."""
+    project = session.get(Project, project_id)
+    if project is None or project.owner_id != owner.id:
+        raise NotFoundError(f"project {project_id} not found")
+    return project
+
+
+def delete_project(*, session: Session, storage: LocalStorage, project: Project) -> None:
+    """Delete a project with its images and model files."""
+    project_id = project.id
+    session.delete(project)
+    session.flush()
+    storage.delete_prefix(f"images/{project_id}")
+    storage.delete_prefix(f"models/{project_id}")
+
+
+def add_label(*, session: Session, project: Project, name: str, query: str | None = None) -> Label:
+    """Add a label; its web-search query defaults to its name."""
+    name = clean_name(name, what="label name")
+    if any(label.name.lower() == name.lower() for label in project.labels):
+        raise ConflictError(f"label {name!r} exists already in this project")
+    label = Label(project_id=project.id, name=name, query=(query or name).strip()[:500])
+    project.labels.append(label)
+    session.flush()
+    return label
+
+
+def find_label(*, project: Project, name: str) -> Label:
+    """The project's label called `name` (case-insensitive), or NotFoundError."""
+    for label in project.labels:
+        if label.name.lower() == name.strip().lower():
+            return label
+    raise NotFoundError(f"label {name!r} not found in project {project.id}")
+
+
+def image_counts(*, session: Session, project: Project) -> dict[str, int]:
+    """Active images per label name."""
+    rows = session.execute(
+        select(Label.name, func.count(Image.id))
+        .join(Image, Image.label_id == Label.id)
+        .where(Label.project_id == project.id, Image.status == "active")
+        .group_by(Label.name)
+    )
+    counts = {label.name: 0 for label in project.labels}
+    counts.update({name: count for name, count in rows})
+    return counts

@@ -1,0 +1,455 @@
+"""The JSON API v1: routes parse, call one service, shape the answer."""
+
+import asyncio
+import base64
+import binascii
+import json
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from app.models import Deployment, Image, ModelVersion, Project, User
+from app.schemas import (
+    ApiKeyIn,
+    DeploymentIn,
+    DeploymentPatch,
+    ImagePatch,
+    LabelIn,
+    PredictJson,
+    ProjectIn,
+    SessionIn,
+    TrainingIn,
+    UserIn,
+)
+from app.services import auth, datasets, deployments, jobs, predictions, projects, training
+from app.services.errors import InvalidInputError
+from app.web.deps import (
+    SESSION_COOKIE,
+    AdminDep,
+    ModelCacheDep,
+    OptionalUserDep,
+    ProjectDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    UserDep,
+)
+
+router = APIRouter(prefix="/api/v1")
+MODEL_FILES = ("weights.safetensors", "model.json", "model.onnx")
+
+
+def user_out(user: User) -> dict:
+    return {"id": user.id, "email": user.email, "is_admin": user.is_admin}
+
+
+def project_out(session, project: Project) -> dict:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "created_at": project.created_at.isoformat(),
+        "labels": [label_out(label) for label in project.labels],
+        "image_counts": projects.image_counts(session=session, project=project),
+    }
+
+
+def label_out(label) -> dict:
+    return {"id": label.id, "name": label.name, "query": label.query}
+
+
+def image_out(image: Image) -> dict:
+    return {
+        "id": image.id,
+        "project_id": image.project_id,
+        "label": image.label.name if image.label else None,
+        "status": image.status,
+        "width": image.width,
+        "height": image.height,
+        "content_hash": image.content_hash,
+        "phash": image.phash,
+        "source": image.source,
+        "original_filename": image.original_filename,
+        "original_format": image.original_format,
+        "image_url": image.image_url,
+        "page_url": image.page_url,
+        "title": image.title,
+        "provider": image.provider,
+        "query": image.query,
+        "created_at": image.created_at.isoformat(),
+        "file_url": f"/api/v1/images/{image.id}/file",
+    }
+
+
+def model_out(model: ModelVersion, *, full: bool = False) -> dict:
+    metrics = model.metrics or {}
+    out = {
+        "id": model.id,
+        "project_id": model.project_id,
+        "job_id": model.job_id,
+        "backbone": model.backbone,
+        "labels": model.labels,
+        "error_rate": metrics.get("error_rate"),
+        "created_at": model.created_at.isoformat(),
+        "files": {name: f"/api/v1/models/{model.id}/files/{name}" for name in MODEL_FILES},
+    }
+    if full:
+        out["metrics"] = metrics
+        out["recipe"] = model.recipe
+    return out
+
+
+def deployment_out(request: Request, deployment: Deployment) -> dict:
+    base = str(request.base_url).rstrip("/")
+    return {
+        "slug": deployment.slug,
+        "model_id": deployment.model_id,
+        "project_id": deployment.project_id,
+        "public": deployment.public,
+        "predict_url": f"{base}/api/v1/predict/{deployment.slug}",
+        "demo_url": f"{base}/demo/{deployment.slug}",
+        "updated_at": deployment.updated_at.isoformat(),
+    }
+
+
+# --- health, session, users, keys ---------------------------------------------------------
+
+
+@router.get("/health")
+def health(session: SessionDep) -> dict:
+    session.execute(text("SELECT 1"))
+    return {"status": "ok", "database": "ok"}
+
+
+@router.post("/session")
+def login(body: SessionIn, response: Response, session: SessionDep, settings: SettingsDep):
+    try:
+        user = auth.authenticate(session=session, email=body.email, password=body.password)
+    except auth.AuthError as exc:
+        raise HTTPException(401, str(exc)) from exc
+    token, csrf = auth.start_session(session=session, user=user, days=settings.session_days)
+    session.commit()
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.cookie_secure,
+        max_age=settings.session_days * 86400,
+    )
+    return {"user": user_out(user), "csrf_token": csrf}
+
+
+@router.delete("/session", status_code=204)
+def logout(request: Request, response: Response, session: SessionDep, user: UserDep):
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        auth.end_session(session=session, token=token)
+        session.commit()
+    response.delete_cookie(SESSION_COOKIE)
+
+
+@router.post("/users", status_code=201)
+def create_user(body: UserIn, session: SessionDep, admin: AdminDep):
+    user = auth.create_user(
+        session=session, email=body.email, password=body.password, is_admin=body.is_admin
+    )
+    session.commit()
+    return user_out(user)
+
+
+@router.post("/api-keys", status_code=201)
+def create_api_key(session: SessionDep, user: UserDep, body: ApiKeyIn | None = None):
+    key = auth.create_api_key(session=session, user=user, name=body.name if body else "")
+    session.commit()
+    return {"key": key, "note": "shown once: store it now"}
+
+
+# --- projects, labels, images ---------------------------------------------------------------
+
+
+@router.post("/projects", status_code=201)
+def create_project(body: ProjectIn, session: SessionDep, user: UserDep):
+    project = projects.create_project(
+        session=session, owner=user, name=body.name, labels=body.labels
+    )
+    session.commit()
+    return project_out(session, project)
+
+
+@router.get("/projects")
+def list_projects(session: SessionDep, user: UserDep):
+    return [project_out(session, p) for p in projects.list_projects(session=session, owner=user)]
+
+
+@router.get("/projects/{project_id}")
+def get_project(project: ProjectDep, session: SessionDep):
+    return project_out(session, project)
+
+
+@router.delete("/projects/{project_id}", status_code=204)
+def delete_project(project: ProjectDep, session: SessionDep, storage: StorageDep):
+    projects.delete_project(session=session, storage=storage, project=project)
+    session.commit()
+
+
+@router.post("/projects/{project_id}/labels", status_code=201)
+def add_label(body: LabelIn, project: ProjectDep, session: SessionDep):
+    label = projects.add_label(session=session, project=project, name=body.name, query=body.query)
+    session.commit()
+    return label_out(label)
+
+
+@router.post("/projects/{project_id}/images", status_code=201)
+async def upload_images(
+    request: Request, project: ProjectDep, session: SessionDep,
+    storage: StorageDep, settings: SettingsDep,
+):
+    form = await request.form(max_files=10_000, max_fields=100)
+    files = [f for f in form.getlist("files") + form.getlist("file") if isinstance(f, UploadFile)]
+    if not files:
+        raise HTTPException(422, "send one or more images (or zips of label folders) as `files`")
+    label = form.get("label")
+    label = label if isinstance(label, str) and label.strip() else None
+    uploads = [
+        datasets.Upload(filename=f.filename or "upload", data=await f.read(), label=label)
+        for f in files
+    ]
+    limits = datasets.Limits(
+        max_pixels=settings.max_image_pixels,
+        max_zip_members=settings.max_zip_members,
+        max_zip_bytes=settings.max_zip_total_mb * 1024 * 1024,
+    )
+
+    def work() -> dict:
+        result = datasets.add_images(
+            session=session, storage=storage, project=project, uploads=uploads, limits=limits
+        )
+        session.commit()
+        return result.as_dict()
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/projects/{project_id}/images")
+def list_images(
+    project: ProjectDep, session: SessionDep, label: str | None = None,
+    status: str | None = None, sort: str = "oldest", limit: int = 100, offset: int = 0,
+):
+    limit, offset = max(1, min(limit, 1000)), max(0, offset)
+    images, total = datasets.list_images(
+        session=session, project=project, label=label, status=status, sort=sort,
+        limit=limit, offset=offset,
+    )
+    return {"total": total, "limit": limit, "offset": offset,
+            "images": [image_out(image) for image in images]}
+
+
+def _owned_image(session, user: User, image_id: int) -> tuple[Image, Project]:
+    owned = {p.id for p in projects.list_projects(session=session, owner=user)}
+    image = datasets.get_image(session=session, project_ids=owned, image_id=image_id)
+    return image, session.get(Project, image.project_id)
+
+
+@router.patch("/images/{image_id}")
+def update_image(image_id: int, body: ImagePatch, session: SessionDep, user: UserDep):
+    image, project = _owned_image(session, user, image_id)
+    datasets.update_image(
+        session=session, project=project, image=image, label=body.label, status=body.status
+    )
+    session.commit()
+    return image_out(image)
+
+
+@router.get("/images/{image_id}/file")
+def image_file(image_id: int, session: SessionDep, user: UserDep, storage: StorageDep):
+    image, _ = _owned_image(session, user, image_id)
+    return FileResponse(storage.path(image.storage_key), media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=86400"})
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+@router.post("/projects/{project_id}/trainings", status_code=202)
+def start_training(
+    project: ProjectDep, session: SessionDep, settings: SettingsDep,
+    body: TrainingIn | None = None,
+):
+    recipe = body.model_dump(exclude_none=True) if body else {}
+    job = training.start_training(session=session, settings=settings, project=project,
+                                  recipe=recipe)
+    return jobs.job_view(job)
+
+
+@router.get("/projects/{project_id}/jobs")
+def list_jobs(project: ProjectDep, session: SessionDep):
+    return [jobs.job_view(job) for job in jobs.list_jobs(session=session, project=project)]
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: int, session: SessionDep, user: UserDep, settings: SettingsDep):
+    job = jobs.get_job(session=session, owner=user, job_id=job_id,
+                       stale_seconds=settings.job_stale_seconds)
+    session.commit()
+    return jobs.job_view(job)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: int, session: SessionDep, user: UserDep, settings: SettingsDep):
+    job = jobs.get_job(session=session, owner=user, job_id=job_id,
+                       stale_seconds=settings.job_stale_seconds)
+    jobs.request_cancel(session=session, job=job)
+    session.commit()
+    return jobs.job_view(job)
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: int, request: Request, user: UserDep, settings: SettingsDep):
+    factory = request.app.state.session_factory
+
+    def snapshot() -> dict:
+        with factory() as session:
+            job = jobs.get_job(session=session, owner=user, job_id=job_id,
+                               stale_seconds=settings.job_stale_seconds)
+            session.commit()
+            return jobs.job_view(job)
+
+    first = await run_in_threadpool(snapshot)  # 404 before the stream starts
+
+    async def stream():
+        view, last = first, None
+        while True:
+            if view != last:
+                yield f"event: job\ndata: {json.dumps(view)}\n\n"
+                last = view
+            if view["status"] in jobs.TERMINAL or await request.is_disconnected():
+                return
+            await asyncio.sleep(0.5)
+            view = await run_in_threadpool(snapshot)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# --- models and deployments -----------------------------------------------------------------
+
+
+@router.get("/projects/{project_id}/models")
+def list_models(project: ProjectDep, session: SessionDep):
+    return [model_out(m) for m in deployments.list_models(session=session, project=project)]
+
+
+@router.get("/models/{model_id}")
+def get_model(model_id: int, session: SessionDep, user: UserDep):
+    return model_out(deployments.get_model(session=session, owner=user, model_id=model_id),
+                     full=True)
+
+
+@router.get("/models/{model_id}/files/{name}")
+def model_file(model_id: int, name: str, session: SessionDep, user: UserDep,
+               storage: StorageDep):
+    if name not in MODEL_FILES:
+        raise HTTPException(404, f"no file {name!r}; files are {', '.join(MODEL_FILES)}")
+    model = deployments.get_model(session=session, owner=user, model_id=model_id)
+    return FileResponse(storage.path(f"{model.storage_prefix}/{name}"), filename=name)
+
+
+@router.post("/models/{model_id}/deployments", status_code=201)
+def create_deployment(model_id: int, body: DeploymentIn, request: Request,
+                      session: SessionDep, user: UserDep):
+    model = deployments.get_model(session=session, owner=user, model_id=model_id)
+    deployment = deployments.create_deployment(
+        session=session, model=model, slug=body.slug, public=body.public
+    )
+    session.commit()
+    return deployment_out(request, deployment)
+
+
+@router.get("/projects/{project_id}/deployments")
+def list_deployments(project: ProjectDep, request: Request, session: SessionDep):
+    return [deployment_out(request, d)
+            for d in deployments.list_deployments(session=session, project=project)]
+
+
+@router.patch("/deployments/{slug}")
+def update_deployment(slug: str, body: DeploymentPatch, request: Request,
+                      session: SessionDep, user: UserDep):
+    deployment = deployments.get_owned_deployment(session=session, owner=user, slug=slug)
+    model = (deployments.get_model(session=session, owner=user, model_id=body.model_id)
+             if body.model_id is not None else None)
+    deployments.update_deployment(session=session, deployment=deployment, model=model,
+                                  public=body.public)
+    session.commit()
+    return deployment_out(request, deployment)
+
+
+# --- predictions ----------------------------------------------------------------------------
+
+
+async def _read_prediction_inputs(request: Request, *, batch: bool) -> list[bytes]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=256)
+        files = form.getlist("files") if batch else form.getlist("file")
+        files = [f for f in files if isinstance(f, UploadFile)]
+        if not files:
+            field = "files" if batch else "file"
+            raise HTTPException(422, f"send the image as multipart field `{field}`")
+        return [await f.read() for f in files]
+    if batch:
+        raise HTTPException(422, "send images as multipart field `files`")
+    try:
+        body = PredictJson.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise HTTPException(
+            422, "send multipart `file`, or JSON {\"image_base64\": ...} or {\"url\": ...}"
+        ) from exc
+    if body.image_base64:
+        payload = body.image_base64.split(",", 1)[-1] if body.image_base64.startswith(
+            "data:") else body.image_base64
+        try:
+            return [base64.b64decode(payload, validate=True)]
+        except (binascii.Error, ValueError) as exc:
+            raise HTTPException(422, "image_base64 is not valid base64") from exc
+    if body.url:
+        raise HTTPException(
+            422, "predicting from a URL is not available yet: send `file` or `image_base64`"
+        )
+    raise HTTPException(422, "send multipart `file`, or JSON {\"image_base64\": ...}")
+
+
+def _deployment_for(session, slug: str, user: User | None) -> Deployment:
+    deployment = deployments.get_deployment(session=session, slug=slug)
+    if deployments.can_predict(session=session, deployment=deployment, user=user):
+        return deployment
+    if user is None:
+        raise HTTPException(401, "this deployment is private: send its owner's API key",
+                            headers={"WWW-Authenticate": "Bearer"})
+    raise HTTPException(404, f"deployment {slug!r} not found")
+
+
+async def _predict(request, slug, session, user, cache, settings, *, batch: bool) -> list[dict]:
+    deployment = await run_in_threadpool(_deployment_for, session, slug, user)
+    images = await _read_prediction_inputs(request, batch=batch)
+    model = deployment.model
+    try:
+        return await run_in_threadpool(
+            predictions.predict_images, cache=cache, model=model, images=images,
+            max_pixels=settings.max_image_pixels,
+        )
+    except InvalidInputError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.post("/predict/{slug}")
+async def predict(slug: str, request: Request, session: SessionDep, user: OptionalUserDep,
+                  cache: ModelCacheDep, settings: SettingsDep):
+    answers = await _predict(request, slug, session, user, cache, settings, batch=False)
+    return answers[0]
+
+
+@router.post("/predict/{slug}/batch")
+async def predict_batch(slug: str, request: Request, session: SessionDep,
+                        user: OptionalUserDep, cache: ModelCacheDep, settings: SettingsDep):
+    answers = await _predict(request, slug, session, user, cache, settings, batch=True)
+    return {"predictions": answers}

@@ -1,0 +1,76 @@
+"""Train on the full bears set and print wall time, error rate and throughput (not a test).
+
+Usage: python bench/train_quick.py [--epochs 0 1] [--fp32] [--augment-views 2] [--threads N]
+Data: $KODIAK_DATA_DIR (default ../shared/data next to the repo).
+"""
+
+import argparse
+import csv
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import app.ml.train as train_module
+from app.ml.train import Recipe, Sample, train_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("KODIAK_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def bear_samples(root: Path) -> tuple[list[Sample], list[str]]:
+    """All bear photos with their near-duplicate groups from review_notes.csv."""
+    labels = sorted(p.name for p in root.iterdir() if p.is_dir())
+    with open(root / "review_notes.csv", newline="") as f:
+        groups = {row["file"]: row["group"] for row in csv.DictReader(f) if row["group"]}
+    samples = [
+        Sample(key=str(path), label=i, group=groups.get(f"{label}/{path.name}"))
+        for i, label in enumerate(labels)
+        for path in sorted((root / label).glob("*.jpg"))
+    ]
+    return samples, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--fp32", action="store_true", help="also run without bf16 autocast")
+    parser.add_argument("--augment-views", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    samples, labels = bear_samples(DATA / "bears")
+    rows = []
+    modes = ["bf16", "fp32"] if args.fp32 else ["auto"]
+    bf16_check = train_module._cpu_has_fast_bf16
+    for mode in modes:
+        train_module._cpu_has_fast_bf16 = (lambda: False) if mode == "fp32" else bf16_check
+        for epochs in args.epochs:
+            extra = {} if args.augment_views is None else {"augment_views": args.augment_views}
+            recipe = Recipe(epochs=epochs, **extra)
+            tick = time.perf_counter()
+            result = train_classifier(samples=samples, labels=labels,
+                                      read_bytes=lambda key: Path(key).read_bytes(),
+                                      recipe=recipe, threads=args.threads)
+            wall = time.perf_counter() - tick
+            m = result.metrics
+            row = {
+                "mode": mode,
+                "epochs": epochs,
+                "augment_views": recipe.augment_views,
+                "wall_s": round(wall, 1),
+                "error_rate": m["error_rate"],
+                "errors": round(m["error_rate"] * m["valid_count"]),
+                "valid_count": m["valid_count"],
+                "train_count": m["train_count"],
+                "images_per_second": m["images_per_second"],
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            for h in m["history"][-2:]:
+                print("   ", h)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Bear samples and a small trained/exported model for the ML tests (data_dir: ../conftest)."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+
+def bear_samples(data_dir: Path, *, every: int = 1):
+    """(samples, labels) for the bear photos, every n-th file, groups from review_notes.csv."""
+    from app.ml.train import Sample
+
+    root = data_dir / "bears"
+    labels = sorted(p.name for p in root.iterdir() if p.is_dir())
+    with open(root / "review_notes.csv", newline="") as f:
+        groups = {row["file"]: row["group"] for row in csv.DictReader(f) if row["group"]}
+    samples = [
+        Sample(key=str(path), label=i, group=groups.get(f"{label}/{path.name}"))
+        for i, label in enumerate(labels)
+        for path in sorted((root / label).glob("*.jpg"))[::every]
+    ]
+    return samples, labels
+
+
+def read_bytes(key: str) -> bytes:
+    return Path(key).read_bytes()
+
+
+TINY = {"augment_views": 1, "batch_size": 16}
+
+
+@pytest.fixture(scope="session")
+def small_bears(data_dir):
+    return bear_samples(data_dir, every=10)
+
+
+@pytest.fixture(scope="session")
+def trained(small_bears):
+    """A head-only model on 60 bear photos (a few seconds on 2 cores)."""
+    from app.ml.train import Recipe, train_classifier
+
+    samples, labels = small_bears
+    return train_classifier(samples=samples, labels=labels, read_bytes=read_bytes,
+                            recipe=Recipe(epochs=0, **TINY))
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    from app.ml.export import export_model
+
+    out = tmp_path_factory.mktemp("model")
+    meta = export_model(result=trained, out_dir=out, backbone="efficientnet_lite0",
+                        recipe={"epochs": 0}, dataset={"images": 60})
+    return out, meta

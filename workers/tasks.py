@@ -1,0 +1,23 @@
+"""Tasks: open a session, call one service. They may run twice (acks_late): services check."""
+
+from functools import cache
+
+from app.config import get_settings
+from app.db import make_engine, make_session_factory
+from app.queue import TRAIN_TASK
+from app.services import training
+from app.storage import open_storage
+from workers.celery_app import app
+
+
+@cache
+def _resources():
+    settings = get_settings()
+    factory = make_session_factory(make_engine(settings.resolved_database_url()))
+    return settings, factory, open_storage(settings.resolved_storage_url())
+
+
+@app.task(name=TRAIN_TASK)
+def train(job_id: int) -> None:
+    settings, factory, storage = _resources()
+    training.run_training(factory=factory, storage=storage, settings=settings, job_id=job_id)
