@@ -31,7 +31,7 @@ def migrate(settings: Settings) -> None:
     from app.services.auth import ensure_admin
 
     settings.home.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(settings.resolved_database_url()), "head")
+    command.upgrade(alembic_config(settings.resolved_database_url()), "heads")
     engine = make_engine(settings.resolved_database_url())
     with session_scope(make_session_factory(engine)) as session:
         generated = ensure_admin(

@@ -124,6 +124,8 @@ class Image(Base):
     title: Mapped[str | None] = mapped_column(Text, default=None)
     provider: Mapped[str | None] = mapped_column(String(50), default=None)
     query: Mapped[str | None] = mapped_column(String(500), default=None)
+    licence: Mapped[str | None] = mapped_column(String(100), default=None)
+    duplicate_group: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     label: Mapped[Label | None] = relationship()
@@ -143,6 +145,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
@@ -176,7 +179,69 @@ class Deployment(Base):
     )
     model_id: Mapped[int] = mapped_column(ForeignKey("model_version.id", ondelete="CASCADE"))
     public: Mapped[bool] = mapped_column(Boolean, default=False)
+    threshold: Mapped[float | None] = mapped_column(Float, default=None)
+    log_images: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     model: Mapped[ModelVersion] = relationship()
+
+
+class SearchResult(Base):
+    """One image URL a search provider returned, kept so a retried job does not search again."""
+
+    __tablename__ = "search_result"
+    __table_args__ = (UniqueConstraint("job_id", "image_url"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("label.id", ondelete="SET NULL"))
+    position: Mapped[int] = mapped_column(Integer)
+    image_url: Mapped[str] = mapped_column(Text)
+    page_url: Mapped[str | None] = mapped_column(Text, default=None)
+    title: Mapped[str | None] = mapped_column(Text, default=None)
+    provider: Mapped[str] = mapped_column(String(50))
+    query: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("image.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ImagePrediction(Base):
+    """A model version's out-of-sample prediction for an image (for ranking label errors)."""
+
+    __tablename__ = "image_prediction"
+    __table_args__ = (UniqueConstraint("model_id", "image_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("model_version.id", ondelete="CASCADE"), index=True
+    )
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    given_label: Mapped[str] = mapped_column(String(200))
+    predicted_label: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float] = mapped_column(Float, index=True)
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    in_validation: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PredictionLog(Base):
+    """One served prediction (no image unless the owner turned that on)."""
+
+    __tablename__ = "prediction_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(
+        ForeignKey("deployment.id", ondelete="CASCADE"), index=True
+    )
+    model_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16), default="file")
+    image_key: Mapped[str | None] = mapped_column(String(300), default=None)

@@ -16,7 +16,7 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def assert_matches_models(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), "heads")
     engine = make_engine(url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})

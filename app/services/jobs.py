@@ -75,6 +75,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "error": job.error,
         "params": job.params,
         "result": job.result,
+        "detail": job.detail,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -88,8 +89,15 @@ class JobReporter:
         self.factory = factory
         self.job_id = job_id
         self.interval = interval
-        self._last_write = 0.0
+        self._last_write = self._last_check = float("-inf")
         self._cancel = False
+        self.detail: dict[str, Any] = {}
+        self._detail_dirty = False
+
+    def update_detail(self, **values: Any) -> None:
+        """Merge live details (counters, curves) into the job; written with the next progress."""
+        self.detail.update(values)
+        self._detail_dirty = True
 
     def claim(self, *, stale_seconds: int) -> Job | None:
         """Mark the job running, or None when it is finished or running elsewhere."""
@@ -113,7 +121,7 @@ class JobReporter:
     def progress(self, fraction: float, message: str, extra: dict | None = None) -> None:
         """Record progress and a heartbeat, at most every `interval` seconds."""
         now = time.monotonic()
-        if now - self._last_write < self.interval and fraction < 1.0:
+        if now - self._last_write < self.interval and fraction < 1.0 and not self._detail_dirty:
             return
         self._last_write = now
         with session_scope(self.factory) as session:
@@ -121,11 +129,16 @@ class JobReporter:
             job.progress = max(0.0, min(1.0, float(fraction)))
             job.message = message[:500]
             job.heartbeat_at = utcnow()
+            if self._detail_dirty:
+                job.detail = dict(self.detail)
+                self._detail_dirty = False
             self._cancel = job.cancel_requested
 
     def should_stop(self) -> bool:
         """Whether a person asked to cancel (read with each progress write)."""
-        if time.monotonic() - self._last_write >= self.interval:
+        now = time.monotonic()
+        if now - max(self._last_write, self._last_check) >= self.interval:
+            self._last_check = now
             with session_scope(self.factory) as session:
                 self._cancel = session.get(Job, self.job_id).cancel_requested
         return self._cancel

@@ -70,3 +70,17 @@ def test_progress_writes_heartbeat_and_clamps(factory, job_id):
     with factory() as session:
         job = session.get(Job, job_id)
         assert job.progress == 1.0 and job.message == "almost" and job.heartbeat_at is not None
+
+
+def test_detail_is_written_with_the_next_progress(factory, job_id):
+    reporter = jobs.JobReporter(factory, job_id, interval=3600)
+    reporter.claim(stale_seconds=600)
+    reporter.progress(0.1, "first")  # written: the first write is never throttled
+    reporter.progress(0.2, "throttled")
+    with factory() as session:
+        assert session.get(Job, job_id).message == "first"
+    reporter.update_detail(found=12)
+    reporter.progress(0.3, "with detail")
+    with factory() as session:
+        job = session.get(Job, job_id)
+        assert job.detail == {"found": 12} and job.message == "with detail"
