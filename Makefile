@@ -26,10 +26,11 @@ services:
 	  || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 
-# docker-compose (v1) validates the compose file; installed from Debian when missing.
+# docker-compose (v1) validates the compose file, Chromium runs the browser tests;
+# both come from Debian when missing.
 system-packages:
-	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && \
-	  { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }; } || true
+	@command -v docker-compose >/dev/null && test -x /usr/bin/chromium || { command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq docker-compose chromium >/dev/null; }; } || true
 
 lint: install
 	$(BIN)/ruff check app workers tests bench
