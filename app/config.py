@@ -26,7 +26,6 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(
         default=None, validation_alias=AliasChoices("STORAGE_URL", "KODIAK_STORAGE_URL")
     )
-    secret_key: str | None = None
     cookie_secure: bool = False
     session_days: int = 14
     max_upload_mb: int = 200
@@ -34,9 +33,28 @@ class Settings(BaseSettings):
     max_zip_total_mb: int = 2_000
     max_image_pixels: int = 60_000_000
     allow_loopback_downloads: bool = False
+    download_max_mb: int = 20
+    download_connect_timeout_s: float = 5
+    download_read_timeout_s: float = 10
+    download_total_timeout_s: float = 30
+    download_concurrency: int = 32
+    download_per_host: int = 4
+    search_provider: str = "duckduckgo"
+    search_max_images: int = 150
+    search_retries: int = 5
+    search_backoff_s: float = 10
+    max_active_searches: int = 3
     worker_threads: int | None = None
     inference_threads: int | None = None
     model_cache_size: int = 8
+    model_cache_mb: int = 1024
+    batch_max_size: int = 16
+    batch_max_wait_ms: float = 3.0
+    predict_rate_per_s_ip: float = 10.0
+    predict_burst_ip: int = 30
+    predict_rate_per_s_key: float = 100.0
+    predict_burst_key: int = 200
+    prediction_log_flush_s: float = 1.0
     job_stale_seconds: int = 600
     demo_examples: int = 3
 
