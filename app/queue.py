@@ -6,7 +6,8 @@ from app.config import Settings
 
 TRAIN_TASK = "kodiak.train"
 SEARCH_TASK = "kodiak.search"
-QUEUE_OF = {TRAIN_TASK: "train", SEARCH_TASK: "gather"}
+IMPORT_TASK = "kodiak.url_import"
+QUEUE_OF = {TRAIN_TASK: "train", SEARCH_TASK: "gather", IMPORT_TASK: "gather"}
 
 
 def celery_config(settings: Settings) -> dict:

@@ -4,8 +4,8 @@ from functools import cache
 
 from app.config import get_settings
 from app.db import make_engine, make_session_factory
-from app.queue import TRAIN_TASK
-from app.services import training
+from app.queue import IMPORT_TASK, SEARCH_TASK, TRAIN_TASK
+from app.services import gathering, training
 from app.storage import open_storage
 from workers.celery_app import app
 
@@ -21,3 +21,15 @@ def _resources():
 def train(job_id: int) -> None:
     settings, factory, storage = _resources()
     training.run_training(factory=factory, storage=storage, settings=settings, job_id=job_id)
+
+
+@app.task(name=SEARCH_TASK)
+def gather_search(job_id: int) -> None:
+    settings, factory, storage = _resources()
+    gathering.run_gathering(factory=factory, storage=storage, settings=settings, job_id=job_id)
+
+
+@app.task(name=IMPORT_TASK)
+def gather_url_import(job_id: int) -> None:
+    settings, factory, storage = _resources()
+    gathering.run_gathering(factory=factory, storage=storage, settings=settings, job_id=job_id)

@@ -10,13 +10,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.ml.images import ImageRejected, normalise_image
+from app.ml.images import ImageRejected, dhash_distance, normalise_image
 from app.models import Image, Label, Project
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import add_label, clean_name, find_label
 from app.storage import LocalStorage
 
 IMAGE_STATUSES = ("active", "excluded")
+NEAR_DUPLICATE_DISTANCE = 5
+PROVENANCE = ("image_url", "page_url", "title", "provider", "query", "licence")
 SORTS = {
     "newest": Image.id.desc(),
     "oldest": Image.id.asc(),
@@ -29,6 +31,7 @@ class Upload:
     data: bytes
     label: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    ref: Any = None  # the caller's key for this upload, echoed in its result entry
 
 
 @dataclass
@@ -108,13 +111,11 @@ def add_images(
             expanded.append(upload)
     labels = {label.name.lower(): label for label in project.labels}
     seen: dict[str, int] = {}
+    hashes = _phash_index(session=session, project=project) if expanded else []
     for upload in expanded:
         if not upload.label:
             result.rejected.append(
-                {
-                    "filename": upload.filename,
-                    "reason": "no label: give `label`, or upload a zip of label folders",
-                }
+                _entry(upload, reason="no label: give `label`, or upload a zip of label folders")
             )
             continue
         try:
@@ -123,7 +124,7 @@ def add_images(
             )
             image = normalise_image(upload.data, max_pixels=limits.max_pixels)
         except (ImageRejected, InvalidInputError) as exc:
-            result.rejected.append({"filename": upload.filename, "reason": str(exc)})
+            result.rejected.append(_entry(upload, reason=str(exc)))
             continue
         existing = seen.get(image.content_hash) or session.scalar(
             select(Image.id).where(
@@ -131,7 +132,7 @@ def add_images(
             )
         )
         if existing:
-            result.duplicates.append({"filename": upload.filename, "image_id": existing})
+            result.duplicates.append(_entry(upload, image_id=existing))
             continue
         key = f"images/{project.id}/{uuid.uuid4().hex}.jpg"
         storage.put(key, image.data)
@@ -146,13 +147,67 @@ def add_images(
             original_format=image.format,
             original_filename=upload.filename[-500:],
             source=source,
+            duplicate_group=_near_duplicate_group(session=session, hashes=hashes,
+                                                  phash=image.phash),
             **_provenance(upload.provenance),
         )
         session.add(row)
         session.flush()
         seen[image.content_hash] = row.id
-        result.added.append({"filename": upload.filename, "image_id": row.id, "label": label.name})
+        hashes.append([row.id, row.phash, row.duplicate_group])
+        result.added.append(_entry(upload, image_id=row.id, label=label.name))
     return result
+
+
+def _entry(upload: Upload, **values: Any) -> dict:
+    entry = {"filename": upload.filename, **values}
+    if upload.ref is not None:
+        entry["ref"] = upload.ref
+    return entry
+
+
+def _phash_index(*, session: Session, project: Project) -> list[list]:
+    """[id, phash, duplicate_group] of the project's images, for near-duplicate lookups."""
+    rows = session.execute(
+        select(Image.id, Image.phash, Image.duplicate_group)
+        .where(Image.project_id == project.id, Image.phash != "")
+        .order_by(Image.id)
+    )
+    return [list(row) for row in rows]
+
+
+def _near_duplicate_group(*, session: Session, hashes: list[list], phash: str) -> str | None:
+    """The group of the nearest image within NEAR_DUPLICATE_DISTANCE (that image joins it).
+
+    A group is named after its first image (`g<id>`), as training's split names them.
+    """
+    if not phash:
+        return None
+    best, best_distance = None, NEAR_DUPLICATE_DISTANCE + 1
+    for entry in hashes:
+        distance = dhash_distance(entry[1], phash)
+        if distance < best_distance:
+            best, best_distance = entry, distance
+    if best is None:
+        return None
+    if best[2] is None:
+        best[2] = f"g{best[0]}"
+        session.get(Image, best[0]).duplicate_group = best[2]
+    return best[2]
+
+
+def duplicate_groups(*, session: Session, project: Project) -> list[list[Image]]:
+    """The project's near-duplicate groups (two or more images each), largest first."""
+    rows = session.scalars(
+        select(Image)
+        .where(Image.project_id == project.id, Image.duplicate_group.is_not(None))
+        .order_by(Image.id)
+    )
+    groups: dict[str, list[Image]] = {}
+    for image in rows:
+        groups.setdefault(image.duplicate_group, []).append(image)
+    found = [images for images in groups.values() if len(images) > 1]
+    return sorted(found, key=lambda images: (-len(images), images[0].id))
 
 
 def _new_label(*, session: Session, project: Project, name: str, labels: dict) -> Label:
@@ -162,8 +217,9 @@ def _new_label(*, session: Session, project: Project, name: str, labels: dict) -
 
 
 def _provenance(values: dict[str, Any]) -> dict[str, Any]:
-    allowed = ("image_url", "page_url", "title", "provider", "query")
-    return {key: values[key] for key in allowed if values.get(key)}
+    widths = {"provider": 50, "query": 500, "licence": 100}
+    return {key: str(values[key])[: widths.get(key, 4000)] for key in PROVENANCE
+            if values.get(key)}
 
 
 def list_images(

@@ -12,7 +12,7 @@ from app.db import make_engine, make_session_factory
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.predictions import ModelCache
 from app.storage import StorageError, open_storage
-from app.web import api, api_predict, pages
+from app.web import api, api_gather, api_predict, pages
 from app.web.paths import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(api.router)
     app.include_router(api_predict.router)
+    app.include_router(api_gather.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20)

@@ -1,0 +1,178 @@
+"""The downloader: SSRF guard (also on redirects), size, time and redirect bounds, sniffing."""
+
+import asyncio
+import time
+from urllib.parse import quote
+
+import httpcore
+import pytest
+
+from app.services.downloader import (
+    DownloadError,
+    DownloadPolicy,
+    download,
+    download_many,
+    make_client,
+)
+from tests.gather.loopback import serving
+
+PUBLIC_IP = "93.184.215.14"  # a global address; the test network routes it to the loopback
+
+
+@pytest.fixture
+def server(data_dir):
+    stats: dict = {}
+    with serving(data_dir, stats=stats) as base:
+        yield base, stats
+
+
+def fetch(url: str, policy: DownloadPolicy, **client_args):
+    async def go():
+        async with make_client(policy, **client_args) as client:
+            return await download(client, url, policy=policy)
+
+    return asyncio.run(go())
+
+
+def refused(url: str, policy: DownloadPolicy, **client_args) -> str:
+    with pytest.raises(DownloadError) as caught:
+        fetch(url, policy, **client_args)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://10.1.2.3/bear.jpg", "refused: 10.1.2.3 is a private address"),
+    ("http://169.254.169.254/latest/meta-data/", "refused: 169.254.169.254 is a cloud metadata"),
+    ("http://[fd00:ec2::254]/latest/", "refused: fd00:ec2::254 is a cloud metadata"),
+    ("http://[::1]:9/bear.jpg", "refused: ::1 is a loopback address"),
+    ("http://0.0.0.0:9/", "refused: 0.0.0.0 is a unspecified address"),
+    ("http://[::ffff:10.0.0.1]/", "refused: 10.0.0.1 is a private address"),
+    ("http://224.0.0.1/", "refused: 224.0.0.1 is a multicast address"),
+    ("http://192.168.1.1/", "refused: 192.168.1.1 is a private address"),
+    ("ftp://example.com/bear.jpg", "refused: only http and https URLs"),
+    ("file:///etc/passwd", "refused: only http and https URLs"),
+])
+def test_private_addresses_and_other_schemes_are_refused(url, reason):
+    assert refused(url, DownloadPolicy()).startswith(reason)
+
+
+def test_loopback_is_refused_unless_allowed_and_nothing_is_sent(server):
+    base, stats = server
+    url = f"{base}/photo/bears/black/0001.jpg"
+    assert refused(url, DownloadPolicy()) == "refused: 127.0.0.1 is a loopback address"
+    localhost = url.replace("127.0.0.1", "localhost")
+    assert refused(localhost, DownloadPolicy()).startswith("refused: ")
+    assert stats["requests"] == 0
+    allowed = DownloadPolicy(allow_loopback=True)
+    assert fetch(url, allowed).data[:3] == b"\xff\xd8\xff"
+    assert refused("http://10.0.0.5/x.jpg", allowed) == "refused: 10.0.0.5 is a private address"
+
+
+class PublicInternet(httpcore.AsyncNetworkBackend):
+    """The network edge: PUBLIC_IP routes to the loopback server; records where it connects."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connected: list[str] = []
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None,
+                          socket_options=None):
+        self.connected.append(host)
+        target = "127.0.0.1" if host == PUBLIC_IP else host
+        return await self.inner.connect_tcp(target, self.port if host == PUBLIC_IP else port,
+                                            timeout=timeout)
+
+    async def sleep(self, seconds):
+        await self.inner.sleep(seconds)
+
+
+def public_dns(answers: dict[str, list[str]]):
+    async def resolve(host: str, port: int) -> list[str]:
+        return answers.get(host, [host])
+
+    return resolve
+
+
+@pytest.mark.parametrize("target", [
+    "http://127.0.0.1:{port}/photo/bears/black/0001.jpg",
+    "http://10.0.0.5/bear.jpg",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]:{port}/photo/bears/black/0001.jpg",
+    "http://intranet.example/bear.jpg",
+])
+def test_a_public_url_that_redirects_to_a_private_one_is_refused(server, target):
+    base, stats = server
+    port = int(base.rsplit(":", 1)[1])
+    network = PublicInternet(port)
+    dns = public_dns({"images.example.com": [PUBLIC_IP], "intranet.example": ["10.9.8.7"]})
+    hop = quote(target.format(port=port), safe="")
+    policy = DownloadPolicy()  # loopback not allowed
+    # The first hop is public and answers a redirect; the second is refused before connecting.
+    reason = refused(f"http://images.example.com/to?{hop}", policy, resolver=dns,
+                     network=network)
+    assert reason.startswith("refused: "), reason
+    assert network.connected == [PUBLIC_IP]
+
+
+def test_a_public_redirect_chain_is_followed(server):
+    base, _ = server
+    port = int(base.rsplit(":", 1)[1])
+    network = PublicInternet(port)
+    dns = public_dns({"images.example.com": [PUBLIC_IP]})
+    got = fetch("http://images.example.com/redirect/2/photo/bears/teddy/0002.jpg",
+                DownloadPolicy(), resolver=dns, network=network)
+    assert got.final_url == "http://images.example.com/photo/bears/teddy/0002.jpg"
+    assert got.data[:3] == b"\xff\xd8\xff"
+
+
+def test_a_host_with_any_private_address_is_refused():
+    dns = public_dns({"mixed.example": [PUBLIC_IP, "10.0.0.7"]})
+    assert refused("http://mixed.example/x.jpg", DownloadPolicy(), resolver=dns) == (
+        "refused: 10.0.0.7 is a private address")
+
+
+LOOPBACK = DownloadPolicy(allow_loopback=True, read_timeout=0.5, total_timeout=3)
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/missing/bear.jpg", "HTTP 404"),
+    ("/page.html", "not an image (text/html page)"),
+    ("/photo/odd/html_error_page.jpg", "not an image (an HTML page)"),
+    ("/photo/odd/not_an_image.jpg", "not an image (unrecognised content)"),
+    ("/photo/odd/empty.jpg", "empty response"),
+    ("/loop", "too many redirects"),
+    ("/slow/2/photo/bears/black/0001.jpg", "timed out"),
+])
+def test_bad_answers_have_reasons(server, path, reason):
+    base, _ = server
+    assert refused(base + path, LOOPBACK) == reason
+
+
+def test_size_cap_and_sniffing(server):
+    base, _ = server
+    small = DownloadPolicy(allow_loopback=True, max_bytes=10_000)
+    assert refused(f"{base}/photo/bears/black/0001.jpg", small) == "too large (over 9 KB)"
+    png = fetch(f"{base}/photo/odd/png_named_jpg.jpg", LOOPBACK)
+    assert png.data.startswith(b"\x89PNG") and png.content_type == "image/jpeg"
+    webp = fetch(f"{base}/photo/odd/webp_named_jpg.jpg", LOOPBACK)
+    assert webp.data[8:12] == b"WEBP"
+
+
+def test_download_many_bounds_per_host_concurrency_and_yields_as_finished(server):
+    base, stats = server
+    policy = DownloadPolicy(allow_loopback=True, per_host=2, concurrency=8)
+    items = [(i, f"{base}/slow/0.2/photo/bears/grizzly/{i + 1:04d}.jpg") for i in range(6)]
+    items.append((99, f"{base}/missing/x.jpg"))
+
+    async def go():
+        return [pair async for pair in download_many(items, policy=policy)]
+
+    started = time.monotonic()
+    results = asyncio.run(go())
+    assert stats["max_in_flight"] <= 2
+    assert time.monotonic() - started >= 0.55  # 6 slow answers, two at a time
+    assert sorted(key for key, _ in results) == [0, 1, 2, 3, 4, 5, 99]
+    outcome = dict(results)
+    assert str(outcome[99]) == "HTTP 404"
+    assert all(outcome[i].data[:3] == b"\xff\xd8\xff" for i in range(6))
