@@ -8,7 +8,7 @@ hashes, near-duplicate grouping, SQLite rows with provenance); the baseline runs
 does. Both get the same URLs in the same run. Kodiak's peak RSS is measured in a fresh
 process for two sizes, to show memory flat in the number of images.
 
-Usage: .venv/bin/python bench/gather.py [--images 400]
+Usage: .venv/bin/python bench/gather.py [--images 400] [--runs 3]
 """
 
 import argparse
@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,17 +93,17 @@ def run_kodiak(urls: list[str]) -> dict:
             project = projects.create_project(session=session, owner=user, name="bench")
             job = gathering.start_search(session=session, settings=settings, project=project,
                                          label="bears", max_images=len(urls))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         gathering.run_gathering(factory=factory, storage=storage, settings=settings,
                                 job_id=job.id)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         with factory() as session:
             job = session.get(Job, job.id)
             assert job.status == "succeeded", (job.status, job.error)
             result = job.result
     verified = result["added"] + result["duplicates"]
     return {"images": len(urls), "verified": verified, "seconds": seconds,
-            "images_per_s": verified / seconds, "result": result,
+            "images_per_s": verified / seconds, "cpu_seconds": cpu, "result": result,
             "peak_rss_mb": peak_rss_mb()}
 
 
@@ -140,9 +141,34 @@ def kodiak_in_fresh_process(count: int, bases: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def one_run(count: int, bases: list[str]) -> dict:
+    """fastai then Kodiak on the same URLs; the figures of one run."""
+    load = os.getloadavg()[0]
+    baseline = run_fastai(urls_for(bases, count))
+    kodiak = kodiak_in_fresh_process(count, bases)
+    print(f"fastai download_images+verify_images: {baseline['verified']} of "
+          f"{baseline['images']} in {baseline['seconds']:.1f} s = "
+          f"{baseline['images_per_s']:.1f} images/s")
+    print(f"kodiak search job: {kodiak['verified']} of {kodiak['images']} in "
+          f"{kodiak['seconds']:.1f} s = {kodiak['images_per_s']:.1f} images/s "
+          f"({kodiak['cpu_seconds']:.1f} s CPU), peak RSS {kodiak['peak_rss_mb']:.0f} MB")
+    ratio = kodiak["images_per_s"] / baseline["images_per_s"]
+    print(f"ratio: {ratio:.2f}x (1-minute load average {load:.1f} at the start)")
+    return {"kodiak_images_per_s": round(kodiak["images_per_s"], 1),
+            "baseline_images_per_s": round(baseline["images_per_s"], 1),
+            "ratio": round(ratio, 2),
+            "kodiak_seconds": round(kodiak["seconds"], 2),
+            "kodiak_cpu_seconds": round(kodiak["cpu_seconds"], 2),
+            "baseline_seconds": round(baseline["seconds"], 2),
+            "kodiak_verified": kodiak["verified"], "baseline_verified": baseline["verified"],
+            "kodiak_peak_rss_mb": round(kodiak["peak_rss_mb"], 1),
+            "load_average_1min": round(load, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--child", type=int, default=0)
     parser.add_argument("--bases", default="[]")
     parser.add_argument("--serve", action="store_true")
@@ -153,40 +179,40 @@ def main() -> None:
         return child(args.child, json.loads(args.bases))
     with ExitStack() as stack:
         bases = farm_process(stack)
-        baseline = run_fastai(urls_for(bases, args.images))
-        kodiak = kodiak_in_fresh_process(args.images, bases)
+        runs = [one_run(args.images, bases) for _ in range(args.runs)]
         larger = kodiak_in_fresh_process(min(args.images * 3, 1000), bases)
-    print(f"fastai download_images+verify_images: {baseline['verified']} of "
-          f"{baseline['images']} in {baseline['seconds']:.1f} s = "
-          f"{baseline['images_per_s']:.1f} images/s")
-    print(f"kodiak search job: {kodiak['verified']} of {kodiak['images']} in "
-          f"{kodiak['seconds']:.1f} s = {kodiak['images_per_s']:.1f} images/s, "
-          f"peak RSS {kodiak['peak_rss_mb']:.0f} MB")
     print(f"kodiak search job, {larger['images']} images: {larger['images_per_s']:.1f} "
           f"images/s, peak RSS {larger['peak_rss_mb']:.0f} MB")
-    ratio = kodiak["images_per_s"] / baseline["images_per_s"]
-    print(f"ratio: {ratio:.2f}x")
+    ratios = sorted(run["ratio"] for run in runs)
+    median = statistics.median(ratios)
+    print(f"median ratio over {len(runs)} runs: {median:.2f}x "
+          f"(from {ratios[0]:.2f} to {ratios[-1]:.2f})")
     figures = {
-        "kodiak_images_per_s": round(kodiak["images_per_s"], 1),
-        "baseline_images_per_s": round(baseline["images_per_s"], 1),
-        "ratio": round(ratio, 2),
+        "kodiak_images_per_s": round(statistics.median(r["kodiak_images_per_s"] for r in runs), 1),
+        "baseline_images_per_s": round(
+            statistics.median(r["baseline_images_per_s"] for r in runs), 1),
+        "ratio": round(median, 2),
+        "ratio_min": ratios[0],
+        "ratio_max": ratios[-1],
         "images": args.images,
         "latency_ms_per_request": LATENCY * 1000,
         "hosts": HOSTS,
-        "kodiak_seconds": round(kodiak["seconds"], 2),
-        "baseline_seconds": round(baseline["seconds"], 2),
-        "kodiak_verified": kodiak["verified"],
-        "baseline_verified": baseline["verified"],
+        "kodiak_seconds": round(statistics.median(r["kodiak_seconds"] for r in runs), 2),
+        "baseline_seconds": round(statistics.median(r["baseline_seconds"] for r in runs), 2),
+        "kodiak_verified": min(r["kodiak_verified"] for r in runs),
+        "baseline_verified": min(r["baseline_verified"] for r in runs),
         "baseline": "fastai.vision.utils.download_images(n_workers=8, timeout=4) + "
                     "verify_images",
         "kodiak_does": "SSRF check per connection, size cap, magic-byte sniffing, bomb check, "
                        "EXIF transpose, RGB, re-encode, content hash and dhash, near-duplicate "
                        "group, provenance rows in SQLite",
-        "rss_mb": {str(kodiak["images"]): round(kodiak["peak_rss_mb"], 1),
+        "rss_mb": {str(args.images): max(r["kodiak_peak_rss_mb"] for r in runs),
                    str(larger["images"]): round(larger["peak_rss_mb"], 1)},
         "kodiak_images_per_s_larger": round(larger["images_per_s"], 1),
+        "runs": runs,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} "
-                   f"{platform.release()}, Python {platform.python_version()}; loopback",
+                   f"{platform.release()}, Python {platform.python_version()}; loopback; "
+                   "shared with other jobs (see each run's load average)",
     }
     out = REPO / "bench" / "results" / "gather.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.ml.images import ImageRejected, dhash_distance, normalise_image
+from app.ml.images import ImageRejected, NormalisedImage, normalise_image
 from app.models import Image, Label, Project
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import add_label, clean_name, find_label
@@ -32,6 +32,7 @@ class Upload:
     label: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     ref: Any = None  # the caller's key for this upload, echoed in its result entry
+    prepared: NormalisedImage | ImageRejected | None = None  # set by prepare_upload
 
 
 @dataclass
@@ -92,6 +93,23 @@ def expand_zip(upload: Upload, *, limits: Limits, result: AddResult) -> list[Upl
     return uploads
 
 
+def prepare_upload(*, upload: Upload, limits: Limits) -> Upload:
+    """Verify and normalise an upload ahead of add_images (thread-safe: CPU work only).
+
+    Callers that receive images one by one (downloads) run this in a thread pool as each
+    arrives, so decoding overlaps the network and add_images only stores. A zip is left
+    for add_images to expand. The raw bytes are dropped once the image is normalised.
+    """
+    if upload.prepared is not None or is_zip(upload.data):
+        return upload
+    try:
+        upload.prepared = normalise_image(upload.data, max_pixels=limits.max_pixels)
+    except ImageRejected as exc:
+        upload.prepared = exc
+    upload.data = b""
+    return upload
+
+
 def add_images(
     *,
     session: Session,
@@ -105,13 +123,15 @@ def add_images(
     result = AddResult()
     expanded: list[Upload] = []
     for upload in uploads:
-        if is_zip(upload.data):
+        if upload.prepared is None and is_zip(upload.data):
             expanded.extend(expand_zip(upload, limits=limits, result=result))
         else:
             expanded.append(upload)
     labels = {label.name.lower(): label for label in project.labels}
-    seen: dict[str, int] = {}
+    seen: dict[str, int | Image] = _stored_hashes(session=session, project=project,
+                                                  uploads=expanded)
     hashes = _phash_index(session=session, project=project) if expanded else []
+    unnumbered: list[tuple[dict, Image]] = []  # entries whose image is not flushed yet
     for upload in expanded:
         if not upload.label:
             result.rejected.append(
@@ -122,17 +142,20 @@ def add_images(
             label = labels.get(upload.label.strip().lower()) or _new_label(
                 session=session, project=project, name=upload.label, labels=labels
             )
-            image = normalise_image(upload.data, max_pixels=limits.max_pixels)
+            image = _normalised(upload, limits=limits)
         except (ImageRejected, InvalidInputError) as exc:
             result.rejected.append(_entry(upload, reason=str(exc)))
             continue
-        existing = seen.get(image.content_hash) or session.scalar(
-            select(Image.id).where(
+        existing = seen.get(image.content_hash)
+        if existing is None and upload.prepared is None:  # prepared ones were looked up
+            existing = session.scalar(select(Image.id).where(
                 Image.project_id == project.id, Image.content_hash == image.content_hash
-            )
-        )
+            ))
         if existing:
-            result.duplicates.append(_entry(upload, image_id=existing))
+            entry = _entry(upload, image_id=existing)
+            result.duplicates.append(entry)
+            if isinstance(existing, Image):  # added earlier in this call: id after the flush
+                unnumbered.append((entry, existing))
             continue
         key = f"images/{project.id}/{uuid.uuid4().hex}.jpg"
         storage.put(key, image.data)
@@ -152,11 +175,35 @@ def add_images(
             **_provenance(upload.provenance),
         )
         session.add(row)
-        session.flush()
-        seen[image.content_hash] = row.id
-        hashes.append([row.id, row.phash, row.duplicate_group])
-        result.added.append(_entry(upload, image_id=row.id, label=label.name))
+        seen[image.content_hash] = row
+        if row.phash:
+            hashes.append(_Hashed(id=None, phash=int(row.phash, 16), group=row.duplicate_group,
+                                  row=row))
+        entry = _entry(upload, image_id=None, label=label.name)
+        result.added.append(entry)
+        unnumbered.append((entry, row))
+    session.flush()  # one INSERT for the new rows; their ids fill the entries
+    for entry, row in unnumbered:
+        entry["image_id"] = row.id
     return result
+
+
+def _normalised(upload: Upload, *, limits: Limits) -> NormalisedImage:
+    if isinstance(upload.prepared, ImageRejected):
+        raise upload.prepared
+    return upload.prepared or normalise_image(upload.data, max_pixels=limits.max_pixels)
+
+
+def _stored_hashes(*, session: Session, project: Project, uploads: list[Upload]) -> dict:
+    """content hash -> image id of the project's stored images among the prepared uploads."""
+    wanted = {u.prepared.content_hash for u in uploads
+              if isinstance(u.prepared, NormalisedImage)}
+    if not wanted:
+        return {}
+    rows = session.execute(select(Image.content_hash, Image.id).where(
+        Image.project_id == project.id, Image.content_hash.in_(sorted(wanted))
+    ))
+    return {content_hash: image_id for content_hash, image_id in rows}
 
 
 def _entry(upload: Upload, **values: Any) -> dict:
@@ -166,34 +213,47 @@ def _entry(upload: Upload, **values: Any) -> dict:
     return entry
 
 
-def _phash_index(*, session: Session, project: Project) -> list[list]:
-    """[id, phash, duplicate_group] of the project's images, for near-duplicate lookups."""
+@dataclass
+class _Hashed:
+    id: int | None  # None until the new row is flushed
+    phash: int
+    group: str | None
+    row: Image | None = None  # the new row, for those added in this call
+
+
+def _phash_index(*, session: Session, project: Project) -> list[_Hashed]:
+    """The project's images' dhashes (parsed once) and groups, for near-duplicate lookups."""
     rows = session.execute(
         select(Image.id, Image.phash, Image.duplicate_group)
         .where(Image.project_id == project.id, Image.phash != "")
         .order_by(Image.id)
     )
-    return [list(row) for row in rows]
+    return [_Hashed(id=id_, phash=int(phash, 16), group=group) for id_, phash, group in rows]
 
 
-def _near_duplicate_group(*, session: Session, hashes: list[list], phash: str) -> str | None:
+def _near_duplicate_group(*, session: Session, hashes: list[_Hashed], phash: str) -> str | None:
     """The group of the nearest image within NEAR_DUPLICATE_DISTANCE (that image joins it).
 
     A group is named after its first image (`g<id>`), as training's split names them.
+    Same distance as app.ml.images.dhash_distance, on hashes parsed once.
     """
     if not phash:
         return None
+    value = int(phash, 16)
     best, best_distance = None, NEAR_DUPLICATE_DISTANCE + 1
     for entry in hashes:
-        distance = dhash_distance(entry[1], phash)
+        distance = (entry.phash ^ value).bit_count()
         if distance < best_distance:
             best, best_distance = entry, distance
     if best is None:
         return None
-    if best[2] is None:
-        best[2] = f"g{best[0]}"
-        session.get(Image, best[0]).duplicate_group = best[2]
-    return best[2]
+    if best.group is None:
+        if best.id is None:  # a row added in this call: flush it for its id
+            session.flush()
+            best.id = best.row.id
+        best.group = f"g{best.id}"
+        (best.row or session.get(Image, best.id)).duplicate_group = best.group
+    return best.group
 
 
 def duplicate_groups(*, session: Session, project: Project) -> list[list[Image]]:

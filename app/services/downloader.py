@@ -11,10 +11,12 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from http.cookiejar import CookieJar
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -94,17 +96,29 @@ async def system_resolver(host: str, port: int) -> list[str]:
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, resolving and checking each host before connecting."""
+    """httpcore's network backend, resolving and checking each host before connecting.
+
+    A host's answer is kept for the backend's lifetime (one job): each new connection is
+    still checked and opened to a checked address, without a resolver round trip each time.
+    """
 
     def __init__(self, *, allow_loopback: bool, resolver: Resolver,
                  network: httpcore.AsyncNetworkBackend | None = None) -> None:
         self._inner = network or httpcore.AnyIOBackend()
         self._allow_loopback = allow_loopback
         self._resolver = resolver
+        self._resolved: dict[str, list[str]] = {}
+
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        if host not in self._resolved:
+            if len(self._resolved) >= 4096:
+                self._resolved.clear()
+            self._resolved[host] = await self._resolver(host, port)
+        return self._resolved[host]
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None, socket_options: Any = None):
-        addresses = await self._resolver(host.strip("[]"), port)
+        addresses = await self._addresses(host.strip("[]"), port)
         if not addresses:
             raise DownloadError(f"host not found: {host}")
         for address in addresses:  # one bad address refuses the host: no round-robin luck
@@ -129,20 +143,108 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a connection pool that uses the guarded network backend."""
+class _OriginTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over one connection pool (of one origin) on the guarded backend."""
+
+    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
+        # Not super().__init__(): that builds a pool and an SSL context only to discard them.
+        self._pool = pool
+
+
+class _Counted(httpx.AsyncByteStream):
+    """A response body that tells its origin's pool when it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, closed: Callable[[], None]) -> None:
+        self._stream = stream
+        self._closed = closed
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._closed()
+            self._closed = _nothing
+
+
+def _nothing() -> None:
+    pass
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """httpx's transport: one small connection pool per origin, on the guarded backend.
+
+    httpcore scans a pool's connections several times per request (quadratically when
+    idle ones are counted), so one pool of per_host connections per origin keeps that cost
+    flat where one big pool grows with the number of connections. At most `concurrency`
+    origins keep their pools; the least recently used idle pool is closed beyond that.
+    """
 
     def __init__(self, *, policy: DownloadPolicy, resolver: Resolver,
                  network: httpcore.AsyncNetworkBackend | None = None) -> None:
-        super().__init__(limits=httpx.Limits(max_connections=policy.concurrency))
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
-            max_connections=policy.concurrency,
-            max_keepalive_connections=policy.concurrency,
-            keepalive_expiry=5.0,
-            network_backend=GuardedBackend(allow_loopback=policy.allow_loopback,
-                                           resolver=resolver, network=network),
-        )
+        self._policy = policy
+        self._backend = GuardedBackend(allow_loopback=policy.allow_loopback,
+                                       resolver=resolver, network=network)
+        self._origins: OrderedDict[tuple, _OriginTransport] = OrderedDict()
+        self._active: dict[tuple, int] = {}
+        self._ssl_context: ssl.SSLContext | None = None
+
+    def _origin(self, url: httpx.URL) -> tuple[tuple, _OriginTransport]:
+        key = (url.raw_scheme, url.raw_host, url.port)
+        transport = self._origins.get(key)
+        if transport is None:
+            if url.scheme == "https" and self._ssl_context is None:
+                self._ssl_context = ssl.create_default_context()
+            limit = max(1, self._policy.per_host)
+            transport = _OriginTransport(httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl_context, max_connections=limit,
+                max_keepalive_connections=limit, keepalive_expiry=5.0,
+                network_backend=self._backend,
+            ))
+            self._origins[key] = transport
+        self._origins.move_to_end(key)
+        return key, transport
+
+    async def _close_idle_origins(self) -> None:
+        surplus = len(self._origins) - max(1, self._policy.concurrency)
+        for key in [k for k in self._origins if not self._active.get(k)][:max(0, surplus)]:
+            await self._origins.pop(key).aclose()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        key, transport = self._origin(request.url)
+        self._active[key] = self._active.get(key, 0) + 1
+
+        def closed() -> None:
+            self._active[key] -= 1
+            if not self._active[key]:
+                del self._active[key]
+
+        try:
+            await self._close_idle_origins()
+            response = await transport.handle_async_request(request)
+        except BaseException:
+            closed()
+            raise
+        response.stream = _Counted(response.stream, closed)
+        return response
+
+    async def aclose(self) -> None:
+        origins, self._origins = list(self._origins.values()), OrderedDict()
+        for transport in origins:
+            await transport.aclose()
+
+
+class NoCookies(CookieJar):
+    """A cookie jar that keeps nothing: image fetches carry no state between requests."""
+
+    def extract_cookies(self, response, request) -> None:
+        pass
+
+    def set_cookie(self, cookie) -> None:
+        pass
 
 
 def make_client(policy: DownloadPolicy, *, resolver: Resolver | None = None,
@@ -160,6 +262,7 @@ def make_client(policy: DownloadPolicy, *, resolver: Resolver | None = None,
         follow_redirects=False,
         timeout=timeout,
         trust_env=False,
+        cookies=NoCookies(),
         headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"},
     )
 
@@ -251,8 +354,8 @@ async def download(client: httpx.AsyncClient, url: str, *, policy: DownloadPolic
 
 def _host(url: str) -> str:
     try:
-        return httpx.URL(url).host.lower()
-    except Exception:  # an invalid URL fails in download(); any host key will do here
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:  # an invalid URL fails in download(); any host key will do here
         return ""
 
 

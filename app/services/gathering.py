@@ -1,14 +1,18 @@
 """Gathering jobs: web image search and URL-list import into a label, with provenance.
 
 A job first stores its URL list as SearchResult rows (a redelivered or retried job finds
-them and never searches again), then downloads the pending ones concurrently and files
-each batch with datasets.add_images, updating the rows in the same transaction.
+them and never searches again), then downloads the pending ones concurrently, normalises
+each image in a thread pool as it lands, and files each batch with datasets.add_images,
+updating the rows in the same transaction.
 """
 
 import asyncio
+import functools
 import logging
+import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
@@ -258,11 +262,24 @@ async def _download_and_file(*, factory, storage: LocalStorage, settings: Settin
                              max_zip_members=settings.max_zip_members,
                              max_zip_bytes=settings.max_zip_total_mb * 2**20)
     policy = policy_from_settings(settings)
-    finished: asyncio.Queue = asyncio.Queue(maxsize=policy.concurrency)
+    label = job.params["label"]
+    # Decoding and re-encoding happen in threads as each download lands (Pillow releases the
+    # GIL), overlapping the network; the filing thread only stores. The queue bounds how
+    # many finished downloads wait in memory.
+    finished: asyncio.Queue = asyncio.Queue(maxsize=max(policy.concurrency, BATCH))
+    loop = asyncio.get_running_loop()
+    cpu = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="normalise")
 
     async def produce() -> None:
         async for key, outcome in download_many(pending, policy=policy):
-            await finished.put((key, outcome))
+            if isinstance(outcome, DownloadError):
+                await finished.put((key, outcome))
+                continue
+            upload = datasets.Upload(filename=_filename(outcome.final_url), data=outcome.data,
+                                     label=label, ref=key)
+            prepared = loop.run_in_executor(
+                cpu, functools.partial(datasets.prepare_upload, upload=upload, limits=limits))
+            await finished.put((key, prepared))
         await finished.put(None)
 
     producer = asyncio.create_task(produce())
@@ -271,6 +288,8 @@ async def _download_and_file(*, factory, storage: LocalStorage, settings: Settin
         while not done:
             batch, done = await _next_batch(finished)
             if batch:
+                batch = [(key, await outcome if isinstance(outcome, asyncio.Future) else outcome)
+                         for key, outcome in batch]
                 counts = await asyncio.to_thread(
                     _file_batch, factory=factory, storage=storage, job=job, batch=batch,
                     limits=limits,
@@ -283,6 +302,7 @@ async def _download_and_file(*, factory, storage: LocalStorage, settings: Settin
         if not producer.done():
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+        cpu.shutdown(wait=False, cancel_futures=True)
     return counts
 
 
@@ -317,25 +337,21 @@ def _report(reporter: JobReporter, counts: dict) -> bool:
 def _file_batch(*, factory, storage: LocalStorage, job: Job, batch: list,
                 limits: datasets.Limits) -> dict:
     """File one batch of finished downloads and mark their rows, in one transaction."""
-    params = job.params
     with session_scope(factory) as session:
         project = session.get(Project, job.project_id)
         rows = {row.id: row for row in session.scalars(
             select(SearchResult).where(SearchResult.id.in_([key for key, _ in batch]))
         )}
         uploads = []
-        for key, outcome in batch:
+        for key, upload in batch:
             row = rows[key]
-            if isinstance(outcome, DownloadError):
-                row.status, row.reason = "failed", str(outcome)[:1000]
+            if isinstance(upload, DownloadError):
+                row.status, row.reason = "failed", str(upload)[:1000]
                 continue
-            uploads.append(datasets.Upload(
-                filename=_filename(outcome.final_url), data=outcome.data, label=params["label"],
-                ref=key,
-                provenance={"image_url": row.image_url, "page_url": row.page_url,
-                            "title": row.title, "provider": row.provider,
-                            "query": row.query or None},
-            ))
+            upload.provenance = {"image_url": row.image_url, "page_url": row.page_url,
+                                 "title": row.title, "provider": row.provider,
+                                 "query": row.query or None}
+            uploads.append(upload)
         if uploads:
             added = datasets.add_images(session=session, storage=storage, project=project,
                                         uploads=uploads, limits=limits,

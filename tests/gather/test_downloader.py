@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from contextlib import ExitStack
 from urllib.parse import quote
 
 import httpcore
@@ -176,3 +177,30 @@ def test_download_many_bounds_per_host_concurrency_and_yields_as_finished(server
     outcome = dict(results)
     assert str(outcome[99]) == "HTTP 404"
     assert all(outcome[i].data[:3] == b"\xff\xd8\xff" for i in range(6))
+
+
+def test_one_small_pool_per_origin_and_idle_pools_closed_beyond_the_limit(data_dir):
+    policy = DownloadPolicy(allow_loopback=True, per_host=2, concurrency=2)
+    asked: list[str] = []
+
+    async def dns(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return [host]
+
+    with ExitStack() as stack:
+        bases = [stack.enter_context(serving(data_dir)) for _ in range(3)]
+
+        async def go():
+            client = make_client(policy, resolver=dns)
+            transport = client._transport
+            async with client:
+                for base in bases + bases[:1]:
+                    got = await download(client, f"{base}/photo/bears/black/0001.jpg",
+                                         policy=policy)
+                    assert got.data[:3] == b"\xff\xd8\xff"
+                    pools = [t._pool for t in transport._origins.values()]
+                    assert len(pools) <= 2  # the least recently used idle origin was closed
+                    assert all(p._max_connections == 2 for p in pools)
+
+        asyncio.run(go())
+    assert asked.count("127.0.0.1") == 1  # resolved once per host and job, checked each time
