@@ -7,7 +7,9 @@ from app.config import Settings
 TRAIN_TASK = "kodiak.train"
 SEARCH_TASK = "kodiak.search"
 IMPORT_TASK = "kodiak.url_import"
-QUEUE_OF = {TRAIN_TASK: "train", SEARCH_TASK: "gather", IMPORT_TASK: "gather"}
+LR_FIND_TASK = "kodiak.lr_find"
+QUEUE_OF = {TRAIN_TASK: "train", SEARCH_TASK: "gather", IMPORT_TASK: "gather",
+            LR_FIND_TASK: "train"}
 
 
 def celery_config(settings: Settings) -> dict:

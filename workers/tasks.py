@@ -4,7 +4,7 @@ from functools import cache
 
 from app.config import get_settings
 from app.db import make_engine, make_session_factory
-from app.queue import IMPORT_TASK, SEARCH_TASK, TRAIN_TASK
+from app.queue import IMPORT_TASK, LR_FIND_TASK, SEARCH_TASK, TRAIN_TASK
 from app.services import gathering, training
 from app.storage import open_storage
 from workers.celery_app import app
@@ -33,3 +33,9 @@ def gather_search(job_id: int) -> None:
 def gather_url_import(job_id: int) -> None:
     settings, factory, storage = _resources()
     gathering.run_gathering(factory=factory, storage=storage, settings=settings, job_id=job_id)
+
+
+@app.task(name=LR_FIND_TASK)
+def lr_find(job_id: int) -> None:
+    settings, factory, storage = _resources()
+    training.run_lr_find(factory=factory, storage=storage, settings=settings, job_id=job_id)

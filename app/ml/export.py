@@ -62,6 +62,9 @@ def export_model(
         "labels": list(result.labels),
         "preprocessing": pre.to_dict(),
         "metrics": result.metrics,
+        # "none of these" when the top class probability is below it (calibrated on validation)
+        "unknown_threshold": result.metrics.get("unknown_threshold"),
+        "unknown_score": result.metrics.get("unknown_score", "max_probability"),
         "recipe": recipe,
         "dataset": dataset,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -37,6 +37,10 @@ class Classifier:
             meta = json.loads((model_dir / "model.json").read_text())
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # A web process also decodes images on these cores: idle ORT threads must sleep,
+            # not spin; and no arena that keeps the largest batch's activations for good.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.enable_cpu_mem_arena = False
             if threads:
                 options.intra_op_num_threads = threads
                 options.inter_op_num_threads = 1
@@ -58,6 +62,14 @@ class Classifier:
         if not images:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return self._run(preprocess_batch(images, self.preprocessing))
+
+    def prepare(self, images: list[Image.Image]) -> np.ndarray:
+        """The model's input for these images (float32 NCHW), so forward can run elsewhere."""
+        return preprocess_batch(images, self.preprocessing)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a prepared batch: one ONNX Runtime call."""
+        return self._run(batch)
 
     def predict(self, images: list[Image.Image]) -> list[dict]:
         """Top label, its confidence and all probabilities for each image."""

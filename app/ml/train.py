@@ -2,6 +2,7 @@
 optionally all layers with discriminative learning rates and a one-cycle schedule."""
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +24,9 @@ HEAD_EPOCHS_PER_FROZEN_EPOCH = 8
 FEATURE_BATCH = 32
 MICRO_BATCH = 16  # BatchNorm stays in eval mode, so splitting a batch changes nothing
 TOP_LOSSES = 16
+OOS_FOLDS = 5
+UNKNOWN_REJECT_PCT = 0.03  # share of correct validation predictions the threshold may reject
+UNKNOWN_SCORE = "max_probability"
 
 
 class TrainingCancelled(Exception):
@@ -93,6 +97,7 @@ class TrainResult:
     valid_probabilities: list[list[float]]
     seconds: float
     skipped: list[str] = field(default_factory=list)
+    oos_probabilities: list[list[float] | None] = field(default_factory=list)
 
 
 def split_samples(
@@ -145,37 +150,25 @@ def train_classifier(
     device: str | None = None,
     threads: int | None = None,
 ) -> TrainResult:
-    """Fine-tune recipe.backbone on samples; return the fp32 CPU model and its metrics."""
+    """Fine-tune recipe.backbone on samples; return the fp32 CPU model, its metrics and an
+    out-of-sample prediction for every image (K-fold heads for training images, the final
+    model for validation images)."""
     started = time.perf_counter()
-    if len(labels) < 2:
-        raise ValueError("need at least two labels")
-    if any(not 0 <= s.label < len(labels) for s in samples):
-        raise ValueError("a sample's label is out of range")
-    if threads:
-        torch.set_num_threads(threads)
-    _seed_everything(recipe.seed)
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pre = _preprocessing(recipe)
     report = _Reporter(progress, should_stop)
     n_views, n_valid = 1 + recipe.augment_views, round(len(samples) * recipe.valid_pct)
-    report.plan(frozen=(len(samples) - n_valid) * n_views + n_valid,
-                unfrozen=recipe.epochs * (3 * (len(samples) - n_valid) + n_valid))
-
-    images, crops, kept, skipped = _decode_all(samples, read_bytes, pre, report)
-    train_pos, valid_pos = split_samples([samples[i] for i in kept], valid_pct=recipe.valid_pct,
-                                         seed=recipe.seed)
-    if not train_pos or not valid_pos:
-        raise ValueError("too few images to split into training and validation sets")
-    targets = torch.tensor([samples[i].label for i in kept])
-
-    model = create_model(recipe.backbone, num_classes=len(labels), pretrained=True)
-    model = model.to(target, memory_format=torch.channels_last)
+    n_train_planned = len(samples) - n_valid
+    report.plan(frozen=n_train_planned * n_views + n_valid,
+                folds=0.02 * n_train_planned * n_views,
+                unfrozen=recipe.epochs * (3 * n_train_planned + n_valid))
+    data = _prepare(samples, labels, read_bytes, recipe, device, threads, report)
+    target, pre, model = data.device, data.pre, data.model
+    images, crops, train_pos, valid_pos = data.images, data.crops, data.train_pos, data.valid_pos
+    targets = data.targets
     augment = _augmentation(pre)
     history: list[dict] = []
     speed: dict[str, float] = {}
 
     # Frozen phase: the body runs once per view, the head trains on cached features.
-    model.eval()
     tick = time.perf_counter()
     n_train = len(train_pos)
 
@@ -192,6 +185,9 @@ def train_classifier(
     _fit_head(model.get_classifier(), train_features, head_targets, valid_features,
               valid_targets, recipe, report, history)
     valid_logits = model.get_classifier()(valid_features).float()
+    train_oos = _out_of_sample(train_features, head_targets, n_train,
+                               [samples[data.kept[p]].group for p in train_pos],
+                               len(labels), recipe, report)
 
     if recipe.epochs:
         tick = time.perf_counter()
@@ -200,27 +196,168 @@ def train_classifier(
         speed["unfrozen"] = recipe.epochs * len(train_pos) / (time.perf_counter() - tick)
 
     model = model.to("cpu", memory_format=torch.contiguous_format).float().eval()
-    probabilities = torch.softmax(valid_logits.detach().cpu().double(), dim=1).numpy()
-    valid_keys = [samples[kept[p]].key for p in valid_pos]
+    valid_logits = valid_logits.detach().cpu().double()
+    probabilities = torch.softmax(valid_logits, dim=1).numpy()
+    valid_keys = [samples[data.kept[p]].key for p in valid_pos]
     metrics = _metrics(probabilities, targets[valid_pos].numpy(), labels, valid_keys)
     metrics.update(
         train_count=len(train_pos),
         history=history,
         images_per_second={k: round(v, 1) for k, v in speed.items()},
-        skipped=skipped,
+        skipped=data.skipped,
+        oos_folds=OOS_FOLDS,
+        **unknown_threshold(probabilities, targets[valid_pos].numpy()),
     )
+    oos: list[list[float] | None] = [None] * len(samples)
+    for row, position in zip(train_oos, train_pos, strict=True):
+        oos[data.kept[position]] = row.astype(float).tolist()
+    for row, position in zip(probabilities, valid_pos, strict=True):
+        oos[data.kept[position]] = row.astype(float).tolist()
     report.done()
     return TrainResult(
         model=model,
         labels=list(labels),
         preprocessing=pre,
         metrics=metrics,
-        train_indices=[kept[p] for p in train_pos],
-        valid_indices=[kept[p] for p in valid_pos],
+        train_indices=[data.kept[p] for p in train_pos],
+        valid_indices=[data.kept[p] for p in valid_pos],
         valid_probabilities=probabilities.astype(float).tolist(),
         seconds=time.perf_counter() - started,
-        skipped=skipped,
+        skipped=data.skipped,
+        oos_probabilities=oos,
     )
+
+
+def lr_find(
+    *,
+    samples: list[Sample],
+    labels: list[str],
+    read_bytes: Callable[[str], bytes],
+    recipe: Recipe,
+    progress: Callable[[float, str, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    start_lr: float = 1e-6,
+    end_lr: float = 1.0,
+    steps: int = 100,
+) -> dict:
+    """fastai's lr_find for the head on cached frozen features: an exponential learning-rate
+    sweep, the smoothed loss curve, and the valley suggestion for recipe.lr."""
+    report = _Reporter(progress, should_stop)
+    n_train = len(samples) - round(len(samples) * recipe.valid_pct)
+    report.plan(frozen=n_train, sweep=0.05 * n_train)
+    data = _prepare(samples, labels, read_bytes, recipe, device, threads, report)
+    features = _features(data.model, lambda i: to_chw(data.crops[data.train_pos[i]], data.pre),
+                         len(data.train_pos), data.device, report, fp32=False)
+    targets = data.targets[data.train_pos].to(data.device)
+    head = nn.Linear(features.shape[1], len(labels)).to(data.device)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=start_lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    lrs, losses = [], []
+    smooth, best = 0.0, float("inf")
+    for step in range(steps):
+        lr = start_lr * (end_lr / start_lr) ** (step / (steps - 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = torch.randint(len(features), (recipe.batch_size,), generator=generator)
+        batch = batch.to(data.device)
+        with torch.enable_grad():
+            dropped = F.dropout(features[batch], p=HEAD_DROP_RATE, training=True)
+            loss = F.cross_entropy(head(dropped), targets[batch],
+                                   label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        smooth = 0.98 * smooth + 0.02 * loss.item()
+        value = smooth / (1 - 0.98 ** (step + 1))
+        if not math.isfinite(value) or value > 4 * best:
+            break
+        best = min(best, value)
+        lrs.append(lr)
+        losses.append(value)
+        report("sweep", (step + 1) / steps, f"lr_find step {step + 1}/{steps}, lr {lr:.2e}")
+    report.done()
+    return {"lrs": [float(f"{v:.4g}") for v in lrs], "losses": [round(v, 5) for v in losses],
+            "suggestion": float(f"{valley(lrs, losses):.3g}")}
+
+
+def valley(lrs: list[float], losses: list[float]) -> float:
+    """fastai's valley: the learning rate two thirds down the longest falling run of the loss."""
+    if len(losses) < 2:
+        return lrs[0] if lrs else 1e-3
+    n = len(losses)
+    run = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and run[i] < run[j] + 1:
+                run[i] = run[j] + 1
+            if run[max_end] < run[i]:
+                max_end, max_start = i, i - run[i]
+    sections = (max_end - max_start) / 3
+    return float(lrs[max_start + int(sections) + int(sections / 2)])
+
+
+def unknown_threshold(probabilities: np.ndarray, actual: np.ndarray) -> dict:
+    """A "none of these" threshold on the top class probability: the largest that rejects at
+    most UNKNOWN_REJECT_PCT of the correct validation predictions."""
+    top = probabilities.max(1)
+    correct = np.sort(top[probabilities.argmax(1) == actual])
+    if not len(correct):
+        return {"unknown_threshold": 0.0, "unknown_score": UNKNOWN_SCORE,
+                "unknown_reject_rate": 0.0}
+    allowed = int(math.floor(UNKNOWN_REJECT_PCT * len(correct)))
+    threshold = max(math.floor(float(correct[allowed]) * 1e5) / 1e5, 0.0)  # never rounds up
+    return {
+        "unknown_threshold": threshold,
+        "unknown_score": UNKNOWN_SCORE,
+        "unknown_reject_rate": round(float((correct < threshold).mean()), 5),
+    }
+
+
+@dataclass
+class _Prepared:
+    device: torch.device
+    pre: Preprocessing
+    model: nn.Module
+    images: list
+    crops: list
+    kept: list[int]
+    skipped: list[str]
+    train_pos: list[int]
+    valid_pos: list[int]
+    targets: torch.Tensor
+
+
+def _prepare(samples, labels, read_bytes, recipe, device, threads, report) -> _Prepared:
+    """Check inputs, set threads and seeds, decode every image once, split, build the model."""
+    if len(labels) < 2:
+        raise ValueError("need at least two labels")
+    if any(not 0 <= s.label < len(labels) for s in samples):
+        raise ValueError("a sample's label is out of range")
+    torch.set_num_threads(threads or owned_cores())
+    _seed_everything(recipe.seed)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pre = _preprocessing(recipe)
+    images, crops, kept, skipped = _decode_all(samples, read_bytes, pre, report)
+    train_pos, valid_pos = split_samples([samples[i] for i in kept], valid_pct=recipe.valid_pct,
+                                         seed=recipe.seed)
+    if not train_pos or not valid_pos:
+        raise ValueError("too few images to split into training and validation sets")
+    model = create_model(recipe.backbone, num_classes=len(labels), pretrained=True)
+    model = model.to(target, memory_format=torch.channels_last).eval()
+    return _Prepared(device=target, pre=pre, model=model, images=images, crops=crops, kept=kept,
+                     skipped=skipped, train_pos=train_pos, valid_pos=valid_pos,
+                     targets=torch.tensor([samples[i].label for i in kept]))
+
+
+def owned_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class _Reporter:
@@ -276,7 +413,7 @@ def _features(model, make_view, count, device, report, *, fp32):
     for start in range(0, count, FEATURE_BATCH):
         stop = min(start + FEATURE_BATCH, count)
         batch = torch.from_numpy(np.stack([make_view(i) for i in range(start, stop)]))
-        batch = batch.to(device, memory_format=torch.channels_last)
+        batch = _to_device(batch, device)
         with torch.inference_mode(), _autocast(device, enabled=not fp32):
             chunks.append(model.forward_head(model.forward_features(batch), pre_logits=True))
         report("frozen", 0.9 * stop / count, f"frozen features {stop}/{count}", epoch=0)
@@ -284,6 +421,22 @@ def _features(model, make_view, count, device, report, *, fp32):
 
 
 def _fit_head(head, features, targets, valid_features, valid_targets, recipe, report, history):
+    epochs = recipe.frozen_epochs * HEAD_EPOCHS_PER_FROZEN_EPOCH
+
+    def on_epoch(epoch: int, losses: list[float], tick: float) -> None:
+        with torch.inference_mode():
+            logits = head(valid_features)
+        row = _history_row("frozen", epoch + 1, losses, logits, valid_targets, recipe, tick)
+        history.append(row)
+        report("frozen", 0.9 + 0.1 * (epoch + 1) / epochs,
+               f"head epoch {epoch + 1}/{epochs}, loss {row['train_loss']:.3f}, "
+               f"error {row['error_rate']:.3f}", epoch=epoch + 1, history=row)
+
+    _train_head(head, features, targets, recipe, on_epoch)
+
+
+def _train_head(head, features, targets, recipe, on_epoch=None):
+    """AdamW with a one-cycle schedule on cached features, dropout as the head's own."""
     epochs = recipe.frozen_epochs * HEAD_EPOCHS_PER_FROZEN_EPOCH
     steps = math.ceil(len(features) / recipe.batch_size)
     optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=0.01)
@@ -304,13 +457,50 @@ def _fit_head(head, features, targets, valid_features, valid_targets, recipe, re
                 optimizer.step()
                 schedule.step()
                 losses.append(loss.item())
+        if on_epoch:
+            on_epoch(epoch, losses, tick)
+
+
+def _out_of_sample(features, targets, n_train, groups, n_classes, recipe, report):
+    """Each training image's probabilities from a head fitted without its fold (K-fold over
+    near-duplicate groups, on the cached features: every view of a held-out image is left out,
+    and its eval view is predicted)."""
+    folds = fold_assignment(groups, folds=OOS_FOLDS, seed=recipe.seed)
+    count = max(folds) + 1
+    row_fold = torch.tensor(folds)[torch.arange(len(features)) % n_train].to(features.device)
+    eval_fold = torch.tensor(folds).to(features.device)
+    out = np.zeros((n_train, n_classes))
+    for k in range(count):
+        head = nn.Linear(features.shape[1], n_classes).to(features.device)
+        if count > 1:
+            keep = row_fold != k
+            _train_head(head, features[keep], targets[keep], recipe)
+        else:  # one group only: nothing to hold out, the in-sample head is all there is
+            _train_head(head, features, targets, recipe)
         with torch.inference_mode():
-            logits = head(valid_features)
-        row = _history_row("frozen", epoch + 1, losses, logits, valid_targets, recipe, tick)
-        history.append(row)
-        report("frozen", 0.9 + 0.1 * (epoch + 1) / epochs,
-               f"head epoch {epoch + 1}/{epochs}, loss {row['train_loss']:.3f}, "
-               f"error {row['error_rate']:.3f}", epoch=epoch + 1, history=row)
+            held = eval_fold == k
+            logits = head(features[:n_train][held]).double()
+            out[held.cpu().numpy()] = torch.softmax(logits, dim=1).cpu().numpy()
+        report("folds", (k + 1) / count, f"out-of-sample predictions: fold {k + 1}/{count}")
+    return out
+
+
+def fold_assignment(groups: list[str | None], *, folds: int, seed: int) -> list[int]:
+    """A fold per item, seeded and balanced in size, never splitting a group across folds."""
+    units: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        units.setdefault(f"g:{group}" if group is not None else f"i:{index}", []).append(index)
+    order = list(units.values())
+    random.Random(seed).shuffle(order)
+    count = max(1, min(folds, len(order)))
+    sizes = [0] * count
+    assignment = [0] * len(groups)
+    for members in order:
+        fold = sizes.index(min(sizes))
+        sizes[fold] += len(members)
+        for index in members:
+            assignment[index] = fold
+    return assignment
 
 
 def _fit_unfrozen(model, images, crops, train_pos, valid_pos, targets, pre, augment, recipe, device,
@@ -338,7 +528,7 @@ def _fit_unfrozen(model, images, crops, train_pos, valid_pos, targets, pre, augm
             for start in range(0, len(chosen), MICRO_BATCH):  # bounds activation memory
                 part = chosen[start:start + MICRO_BATCH]
                 batch = torch.from_numpy(np.stack([to_chw(augment(images[p]), pre) for p in part]))
-                batch = batch.to(device, memory_format=torch.channels_last)
+                batch = _to_device(batch, device)
                 with _autocast(device):
                     part_loss = F.cross_entropy(model(batch).float(), targets[part].to(device),
                                                 label_smoothing=recipe.label_smoothing)
@@ -371,8 +561,15 @@ def _logits(model, views, device):
     with torch.inference_mode():
         for start in range(0, len(views), FEATURE_BATCH):
             batch = torch.from_numpy(np.stack(views[start:start + FEATURE_BATCH]))
-            chunks.append(model(batch.to(device, memory_format=torch.channels_last)).float())
+            chunks.append(model(_to_device(batch, device)).float())
     return torch.cat(chunks)
+
+
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Channels-last on the device; through pinned memory, without blocking, on a GPU."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True, memory_format=torch.channels_last)
+    return batch.to(device, memory_format=torch.channels_last)
 
 
 def _discriminative_groups(model, top_lr):

@@ -1,23 +1,35 @@
-"""Training jobs: started by the web, run by a `train` worker."""
+"""Training and lr_find jobs: started by the web, run by a `train` worker."""
 
 import logging
+import math
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from pydantic import ValidationError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
 from app.ml.images import dhash_distance
-from app.models import Image, Label, ModelVersion, Project
-from app.queue import TRAIN_TASK, enqueue
+from app.models import Image, ImagePrediction, Job, Label, ModelVersion, Project, utcnow
+from app.queue import LR_FIND_TASK, TRAIN_TASK
+from app.schemas import TrainingIn
+from app.services import datasets
 from app.services.errors import InvalidInputError
-from app.services.jobs import JobCancelled, JobReporter, create_job
+from app.services.jobs import JobCancelled, JobReporter, create_job, submit_job
 from app.storage import LocalStorage
 
 log = logging.getLogger(__name__)
-NEAR_DUPLICATE_DISTANCE = 5
+PREDICTION_SORTS = {
+    "loss": ImagePrediction.loss.desc(),
+    "confidence": ImagePrediction.confidence.asc(),
+    "image": ImagePrediction.image_id.asc(),
+}
 
 
 def trainable_images(*, session: Session, project: Project) -> list[Image]:
@@ -46,15 +58,38 @@ def check_trainable(images: list[Image], labels: list[Label]) -> None:
 
 def start_training(*, session: Session, settings: Settings, project: Project, recipe: dict):
     """Create a training job, commit, then enqueue it."""
+    return _start(session=session, settings=settings, project=project, recipe=recipe,
+                  kind="training", task=TRAIN_TASK)
+
+
+def start_lr_find(*, session: Session, settings: Settings, project: Project, recipe: dict):
+    """Create an lr_find job (a learning-rate sweep of the head), commit, then enqueue it."""
+    return _start(session=session, settings=settings, project=project, recipe=recipe,
+                  kind="lr_find", task=LR_FIND_TASK)
+
+
+def validated_recipe(recipe: dict) -> dict:
+    """The recipe checked against the API's bounds (forms and retrains included)."""
+    try:
+        return TrainingIn.model_validate(recipe).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'recipe'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise InvalidInputError(f"invalid training recipe: {problems}") from exc
+
+
+def _start(*, session, settings, project, recipe, kind, task):
+    recipe = validated_recipe(recipe)
     check_trainable(trainable_images(session=session, project=project), project.labels)
-    job = create_job(session=session, project=project, kind="training", params=recipe)
-    session.commit()
-    enqueue(settings, TRAIN_TASK, job.id)
-    return job
+    job = create_job(session=session, project=project, kind=kind, params=recipe)
+    return submit_job(session=session, settings=settings, job=job, task=task)
 
 
 def near_duplicate_groups(images: list[Image]) -> list[str]:
-    """A group id per image: images within a small perceptual-hash distance share one."""
+    """A group id per image: images sharing a duplicate_group (set at upload) or within a
+    small perceptual-hash distance share one."""
     parent = list(range(len(images)))
 
     def root(i: int) -> int:
@@ -63,97 +98,233 @@ def near_duplicate_groups(images: list[Image]) -> list[str]:
             i = parent[i]
         return i
 
+    first_of: dict[str, int] = {}
+    for i, image in enumerate(images):
+        if image.duplicate_group:
+            parent[root(i)] = root(first_of.setdefault(image.duplicate_group, i))
     for i, a in enumerate(images):
         for j in range(i):
             b = images[j]
-            if a.phash and b.phash and dhash_distance(a.phash, b.phash) <= NEAR_DUPLICATE_DISTANCE:
+            near = datasets.NEAR_DUPLICATE_DISTANCE
+            if a.phash and b.phash and dhash_distance(a.phash, b.phash) <= near:
                 parent[root(i)] = root(j)
     return [f"g{images[root(i)].id}" for i in range(len(images))]
+
+
+@dataclass
+class _Dataset:
+    samples: list
+    labels: list[str]
+    image_ids: list[int]
+
+
+def _load_dataset(factory: sessionmaker[Session], project_id: int) -> _Dataset:
+    from app.ml.train import Sample
+
+    with session_scope(factory) as session:
+        project = session.get(Project, project_id)
+        images = trainable_images(session=session, project=project)
+        check_trainable(images, project.labels)
+        used = {image.label_id for image in images}
+        label_rows = [label for label in project.labels if label.id in used]
+        index_of = {label.id: i for i, label in enumerate(label_rows)}
+        groups = near_duplicate_groups(images)
+        samples = [
+            Sample(key=image.storage_key, label=index_of[image.label_id], group=group)
+            for image, group in zip(images, groups, strict=True)
+        ]
+        return _Dataset(samples=samples, labels=[label.name for label in label_rows],
+                        image_ids=[image.id for image in images])
+
+
+@contextmanager
+def heartbeat(factory: sessionmaker[Session], job_id: int, *, every: float) -> Iterator[None]:
+    """Keep the job's heartbeat fresh from a thread while a step reports no progress (decoding,
+    ONNX export); a killed worker takes the thread with it, so its job still goes stale."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                with session_scope(factory) as session:
+                    job = session.get(Job, job_id)
+                    if job is None or job.status != "running":
+                        return
+                    job.heartbeat_at = utcnow()
+            except Exception:  # a missed beat is retried; the job's own work decides its fate
+                log.warning("heartbeat of job %s failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _live_progress(reporter: JobReporter):
+    """A train_classifier progress callback that also publishes the curves so far."""
+    history: list[dict] = []
+
+    def progress(fraction: float, message: str, extra: dict) -> None:
+        phase = extra.get("phase")
+        if "history" in extra:
+            history.append(extra["history"])
+            reporter.update_detail(history=list(history), phase=phase)
+        elif phase != reporter.detail.get("phase"):
+            reporter.update_detail(phase=phase)
+        reporter.progress(fraction, message)
+
+    return progress
 
 
 def run_training(
     *, factory: sessionmaker[Session], storage: LocalStorage, settings: Settings, job_id: int
 ) -> None:
-    """Train, export and record a model version for a claimed training job."""
+    """Train, export and record a model version and its out-of-sample predictions."""
     reporter = JobReporter(factory, job_id)
     job = reporter.claim(stale_seconds=settings.job_stale_seconds)
     if job is None:
         return
-    # torch is imported here, in the worker only: the web process never loads it.
-    from app.ml.export import export_model
-    from app.ml.train import Recipe, Sample, TrainingCancelled, train_classifier
-
     try:
-        recipe = Recipe.from_dict(job.params)
-        with session_scope(factory) as session:
-            project = session.get(Project, job.project_id)
-            images = trainable_images(session=session, project=project)
-            check_trainable(images, project.labels)
-            used = sorted({image.label_id for image in images})
-            label_rows = [label for label in project.labels if label.id in used]
-            labels = [label.name for label in label_rows]
-            index_of = {label.id: i for i, label in enumerate(label_rows)}
-            groups = near_duplicate_groups(images)
-            samples = [
-                Sample(key=image.storage_key, label=index_of[image.label_id], group=group)
-                for image, group in zip(images, groups, strict=True)
+        with heartbeat(factory, job_id, every=_beat_interval(settings)):
+            # torch is imported here, in the worker only (the web process never loads it),
+            # under the heartbeat: a first import can outlast a short stale window.
+            from app.ml.export import export_model
+            from app.ml.train import Recipe, train_classifier
+
+            recipe = Recipe.from_dict(job.params)
+            data = _load_dataset(factory, job.project_id)
+            reporter.progress(0.0, f"training on {len(data.samples)} images of "
+                              f"{len(data.labels)} labels")
+            result = train_classifier(
+                samples=data.samples,
+                labels=data.labels,
+                read_bytes=storage.read,
+                recipe=recipe,
+                progress=_live_progress(reporter),
+                should_stop=reporter.should_stop,
+                threads=settings.worker_threads,
+            )
+            image_id_of = {s.key: i for s, i in zip(data.samples, data.image_ids, strict=True)}
+            metrics = dict(result.metrics)
+            metrics["top_losses"] = [
+                {**{k: v for k, v in row.items() if k != "key"},
+                 "image_id": image_id_of.get(row.get("key"))}
+                for row in metrics.get("top_losses", [])
             ]
-            image_id_of = {image.storage_key: image.id for image in images}
-        reporter.progress(0.0, f"training on {len(samples)} images of {len(labels)} labels")
-        result = train_classifier(
-            samples=samples,
-            labels=labels,
-            read_bytes=storage.read,
-            recipe=recipe,
-            progress=reporter.progress,
-            should_stop=reporter.should_stop,
-            threads=settings.worker_threads,
-        )
-        metrics = dict(result.metrics)
-        for row in metrics.get("top_losses", []):
-            row["image_id"] = image_id_of.get(row.pop("key", None))
-        dataset = {
-            "image_ids": [image_id_of[s.key] for s in samples],
-            "valid_image_ids": [image_id_of[samples[i].key] for i in result.valid_indices],
-            "labels": labels,
-        }
-        result.metrics = metrics
-        reporter.progress(0.99, "exporting the model (safetensors, ONNX)")
-        with session_scope(factory) as session:
-            model = ModelVersion(
-                project_id=job.project_id,
-                job_id=job_id,
-                backbone=recipe.backbone,
-                labels=labels,
-                metrics=metrics,
-                recipe=recipe.to_dict(),
-                storage_prefix="",
-            )
-            session.add(model)
-            session.flush()
-            prefix = f"models/{job.project_id}/{model.id}"
-            with tempfile.TemporaryDirectory() as tmp:
-                export_model(
-                    result=result,
-                    out_dir=Path(tmp),
-                    backbone=recipe.backbone,
-                    recipe=recipe.to_dict(),
-                    dataset=dataset,
+            metrics["skipped"] = [image_id_of.get(key) for key in metrics.get("skipped", [])]
+            result.metrics = metrics
+            dataset = {
+                "image_ids": data.image_ids,
+                "valid_image_ids": [data.image_ids[i] for i in result.valid_indices],
+                "labels": data.labels,
+            }
+            reporter.update_detail(phase="export")
+            reporter.progress(0.99, "exporting the model (safetensors, ONNX)")
+            with session_scope(factory) as session:
+                model = ModelVersion(
+                    project_id=job.project_id, job_id=job_id, backbone=recipe.backbone,
+                    labels=data.labels, metrics=metrics, recipe=recipe.to_dict(),
+                    storage_prefix="",
                 )
-                for path in Path(tmp).iterdir():
-                    storage.put_file(f"{prefix}/{path.name}", path)
-            model.storage_prefix = prefix
-            error_rate = metrics.get("error_rate", 0.0)
-            reporter.finish(
-                status="succeeded",
-                message=f"done: error rate {error_rate:.1%} in {result.seconds:.0f} s",
-                result={"model_id": model.id},
-                session=session,
-            )
-    except (TrainingCancelled, JobCancelled):
+                session.add(model)
+                session.flush()
+                prefix = f"models/{job.project_id}/{model.id}"
+                with tempfile.TemporaryDirectory() as tmp:
+                    export_model(result=result, out_dir=Path(tmp), backbone=recipe.backbone,
+                                 recipe=recipe.to_dict(), dataset=dataset)
+                    for path in Path(tmp).iterdir():
+                        storage.put_file(f"{prefix}/{path.name}", path)
+                model.storage_prefix = prefix
+                session.add_all(_prediction_rows(model.id, data, result))
+                error_rate = metrics.get("error_rate", 0.0)
+                reporter.finish(
+                    status="succeeded",
+                    message=f"done: error rate {error_rate:.1%} in {result.seconds:.0f} s",
+                    result={"model_id": model.id},
+                    session=session,
+                )
+    except (_training_cancelled(), JobCancelled):
         reporter.finish(status="cancelled", message="cancelled")
-    except InvalidInputError as exc:
+    except (InvalidInputError, ValueError) as exc:
         reporter.finish(status="failed", message="failed", error=str(exc))
     except Exception as exc:
         log.exception("training job %s failed", job_id)
         reporter.finish(status="failed", message="failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def run_lr_find(
+    *, factory: sessionmaker[Session], storage: LocalStorage, settings: Settings, job_id: int
+) -> None:
+    """Sweep the head's learning rate; the job's result is {lrs, losses, suggestion}."""
+    reporter = JobReporter(factory, job_id)
+    job = reporter.claim(stale_seconds=settings.job_stale_seconds)
+    if job is None:
+        return
+    try:
+        with heartbeat(factory, job_id, every=_beat_interval(settings)):
+            from app.ml.train import Recipe, lr_find
+
+            recipe = Recipe.from_dict(job.params)
+            data = _load_dataset(factory, job.project_id)
+            found = lr_find(samples=data.samples, labels=data.labels, read_bytes=storage.read,
+                            recipe=recipe, progress=_live_progress(reporter),
+                            should_stop=reporter.should_stop, threads=settings.worker_threads)
+        reporter.finish(status="succeeded", result=found,
+                        message=f"suggested learning rate {found['suggestion']:.2g}")
+    except (_training_cancelled(), JobCancelled):
+        reporter.finish(status="cancelled", message="cancelled")
+    except (InvalidInputError, ValueError) as exc:
+        reporter.finish(status="failed", message="failed", error=str(exc))
+    except Exception as exc:
+        log.exception("lr_find job %s failed", job_id)
+        reporter.finish(status="failed", message="failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _training_cancelled() -> type[Exception]:
+    from app.ml.train import TrainingCancelled
+
+    return TrainingCancelled
+
+
+def _beat_interval(settings: Settings) -> float:
+    return max(0.5, min(30.0, settings.job_stale_seconds / 4))
+
+
+def _prediction_rows(model_id: int, data: _Dataset, result) -> list[ImagePrediction]:
+    """One ImagePrediction per image that has an out-of-sample prediction."""
+    valid = set(result.valid_indices)
+    rows = []
+    for index, probabilities in enumerate(result.oos_probabilities):
+        if probabilities is None:
+            continue
+        given = data.samples[index].label
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        rows.append(ImagePrediction(
+            model_id=model_id,
+            image_id=data.image_ids[index],
+            given_label=data.labels[given],
+            predicted_label=data.labels[best],
+            confidence=round(probabilities[best], 6),
+            loss=round(-math.log(max(probabilities[given], 1e-12)), 6),
+            probabilities={label: round(p, 6) for label, p in
+                           zip(data.labels, probabilities, strict=True)},
+            in_validation=index in valid,
+        ))
+    return rows
+
+
+def list_predictions(
+    *, session: Session, model: ModelVersion, sort: str = "loss", limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[ImagePrediction], int]:
+    """A model's out-of-sample predictions, highest loss first by default, and their count."""
+    if sort not in PREDICTION_SORTS:
+        raise InvalidInputError(f"sort must be one of {', '.join(PREDICTION_SORTS)}")
+    query = select(ImagePrediction).where(ImagePrediction.model_id == model.id)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.scalars(query.order_by(PREDICTION_SORTS[sort], ImagePrediction.id)
+                           .limit(limit).offset(offset))
+    return list(rows), total

@@ -1,9 +1,19 @@
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 
-from app.ml.train import Recipe, Sample, TrainingCancelled, split_samples, train_classifier
+from app.ml.train import (
+    Recipe,
+    Sample,
+    TrainingCancelled,
+    fold_assignment,
+    split_samples,
+    train_classifier,
+    unknown_threshold,
+    valley,
+)
 from tests.ml.conftest import TINY, read_bytes
 
 
@@ -73,6 +83,8 @@ def test_same_seed_gives_identical_metrics(trained, small_bears):
     assert strip == [{k: v for k, v in row.items() if k != "seconds"}
                      for row in trained.metrics["history"]]
     assert again.valid_probabilities == trained.valid_probabilities
+    assert again.oos_probabilities == trained.oos_probabilities
+    assert again.metrics["unknown_threshold"] == trained.metrics["unknown_threshold"]
 
 
 def test_unfrozen_epoch_reports_progress_per_batch(small_bears):
@@ -104,3 +116,48 @@ def test_should_stop_cancels_within_a_batch(small_bears):
         train_classifier(samples=samples, labels=labels, read_bytes=read_bytes,
                          recipe=Recipe(epochs=0, **TINY), should_stop=stop)
     assert len(calls) == 4
+
+
+def test_every_image_gets_an_out_of_sample_prediction(trained, small_bears):
+    samples, labels = small_bears
+    oos = trained.oos_probabilities
+    assert len(oos) == len(samples) and all(row is not None for row in oos)
+    assert all(abs(sum(row) - 1) < 1e-6 and len(row) == len(labels) for row in oos)
+    for index, row in zip(trained.valid_indices, trained.valid_probabilities, strict=True):
+        assert oos[index] == row  # validation images: the final model never saw them
+    train = trained.train_indices
+    predicted = np.array([oos[i] for i in train]).argmax(1)
+    error = (predicted != np.array([samples[i].label for i in train])).mean()
+    assert error <= 0.34
+    assert trained.metrics["oos_folds"] == 5
+
+
+def test_folds_keep_groups_together_and_balance_sizes():
+    groups = [f"g{i // 3}" for i in range(30)] + [None] * 20
+    folds = fold_assignment(groups, folds=5, seed=3)
+    assert folds == fold_assignment(groups, folds=5, seed=3)
+    for i in range(0, 30, 3):
+        assert len(set(folds[i:i + 3])) == 1
+    sizes = np.bincount(folds)
+    assert len(sizes) == 5 and sizes.max() - sizes.min() <= 3
+    assert fold_assignment(["a", "a"], folds=5, seed=0) == [0, 0]
+
+
+def test_unknown_threshold_rejects_few_correct_predictions():
+    rng = np.random.default_rng(0)
+    top = rng.uniform(0.6, 1.0, 200)
+    probabilities = np.stack([top, 1 - top], axis=1)
+    actual = np.zeros(200, dtype=int)
+    calibrated = unknown_threshold(probabilities, actual)
+    assert calibrated["unknown_score"] == "max_probability"
+    assert 0.6 < calibrated["unknown_threshold"] < 0.63
+    assert calibrated["unknown_reject_rate"] <= 0.03
+    assert (top < calibrated["unknown_threshold"]).mean() <= 0.03
+
+
+def test_valley_picks_a_rate_on_the_falling_slope():
+    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
+    losses = [1.1 - 0.8 / (1 + np.exp(-(i - 50) / 6)) if i < 85 else 0.3 + (i - 85) * 0.2
+              for i in range(100)]
+    suggestion = valley(lrs, losses)
+    assert lrs[40] <= suggestion <= lrs[70]
