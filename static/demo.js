@@ -1,42 +1,76 @@
-// Demo page: send a dropped, pasted or chosen photo to the predict endpoint and draw bars.
+// Demo page: send a dropped, pasted, chosen, example or webcam photo to the predict endpoint
+// and draw the probabilities as bars. No build step, no dependencies.
 const card = document.querySelector(".demo");
 const drop = document.getElementById("drop");
 const input = document.getElementById("file");
 const preview = document.getElementById("preview");
 const answer = document.getElementById("answer");
 const bars = document.getElementById("bars");
+const video = document.getElementById("camera");
+const cameraStart = document.getElementById("camera-start");
+const cameraSnap = document.getElementById("camera-snap");
+const cameraStop = document.getElementById("camera-stop");
+const cameraMessage = document.getElementById("camera-message");
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+const percent = (p) => `${(p * 100).toFixed(1)}%`;
+let stream = null;
 
-async function classify(file) {
-  if (!file) return;
-  preview.src = URL.createObjectURL(file);
+async function classify(blob) {
+  if (!blob) return;
+  if (blob.type && !blob.type.startsWith("image/")) {
+    answer.textContent = "That is not an image: choose a photo (JPEG, PNG, WebP…).";
+    return;
+  }
+  preview.src = URL.createObjectURL(blob);
   preview.hidden = false;
+  card.setAttribute("aria-busy", "true");
+  answer.className = "";
   answer.textContent = "Classifying…";
   bars.replaceChildren();
   const body = new FormData();
-  body.append("file", file);
-  const response = await fetch(card.dataset.predictUrl, {
-    method: "POST", body, headers: csrf ? { "X-CSRF-Token": csrf } : {},
-  });
-  const data = await response.json();
-  if (!response.ok) {
-    answer.textContent = typeof data.detail === "string" ? data.detail : "Something went wrong.";
-    return;
+  body.append("file", blob, blob.name || "photo.jpg");
+  try {
+    const response = await fetch(card.dataset.predictUrl, {
+      method: "POST", body, headers: csrf ? { "X-CSRF-Token": csrf } : {},
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      answer.className = "error";
+      answer.textContent = typeof data.detail === "string"
+        ? data.detail : `Something went wrong (HTTP ${response.status}).`;
+      return;
+    }
+    show(data);
+  } catch (error) {
+    answer.className = "error";
+    answer.textContent = "Could not reach the server: check the connection and try again.";
+  } finally {
+    card.removeAttribute("aria-busy");
   }
+}
+
+function show(data) {
+  answer.className = data.unknown ? "unknown" : "known";
   answer.textContent = data.unknown
-    ? "None of these"
-    : `${data.label} (${(data.confidence * 100).toFixed(1)}%)`;
+    ? `None of these (closest: ${data.label}, ${percent(data.confidence)})`
+    : `${data.label} (${percent(data.confidence)})`;
   const rows = Object.entries(data.probabilities).sort((a, b) => b[1] - a[1]);
   for (const [label, p] of rows) {
     const li = document.createElement("li");
+    li.dataset.label = label;
     const name = document.createElement("span");
+    name.className = "name";
     name.textContent = label;
+    const track = document.createElement("span");
+    track.className = "track";
     const bar = document.createElement("span");
     bar.className = "bar";
-    bar.style.width = `${Math.max(1, p * 100)}%`;
+    bar.style.width = `${Math.max(0.5, p * 100)}%`;
+    track.append(bar);
     const value = document.createElement("span");
-    value.textContent = `${(p * 100).toFixed(1)}%`;
-    li.append(name, bar, value);
+    value.className = "value";
+    value.textContent = percent(p);
+    li.append(name, track, value);
     bars.append(li);
   }
 }
@@ -50,6 +84,76 @@ drop.addEventListener("drop", (e) => {
   classify(e.dataTransfer.files[0]);
 });
 document.addEventListener("paste", (e) => {
-  const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
+  const item = [...(e.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
   if (item) classify(item.getAsFile());
 });
+
+for (const button of document.querySelectorAll(".example")) {
+  button.addEventListener("click", async () => {
+    const response = await fetch(button.dataset.src);
+    if (response.ok) classify(await response.blob());
+  });
+}
+
+function cameraSay(text) {
+  cameraMessage.textContent = text;
+  cameraMessage.hidden = !text;
+}
+
+function cameraShow(on) {
+  video.hidden = !on;
+  cameraSnap.hidden = !on;
+  cameraStop.hidden = !on;
+  cameraStart.hidden = on;
+}
+
+cameraStart.addEventListener("click", async () => {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    cameraSay("This browser cannot use a webcam here (it needs HTTPS or localhost). "
+      + "Choose a file instead.");
+    return;
+  }
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  } catch (error) {
+    cameraSay(error.name === "NotAllowedError"
+      ? "The webcam is blocked: allow it in the browser's site settings, or choose a file."
+      : "No webcam is available. Choose a file instead.");
+    return;
+  }
+  video.srcObject = stream;
+  cameraSay("");
+  cameraShow(true);
+  cameraSnap.focus();
+});
+
+function stopCamera() {
+  stream?.getTracks().forEach((track) => track.stop());
+  stream = null;
+  video.srcObject = null;
+  cameraShow(false);
+}
+
+cameraStop.addEventListener("click", stopCamera);
+cameraSnap.addEventListener("click", () => {
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  canvas.toBlob((blob) => classify(blob), "image/jpeg", 0.9);
+});
+
+for (const button of document.querySelectorAll(".copy")) {
+  button.addEventListener("click", async () => {
+    const text = document.getElementById(button.dataset.copy).textContent;
+    const label = button.textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+    } catch (error) {
+      getSelection().selectAllChildren(document.getElementById(button.dataset.copy));
+      button.textContent = "Press Ctrl+C to copy";
+    }
+    setTimeout(() => { button.textContent = label; }, 2000);
+  });
+}

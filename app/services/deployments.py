@@ -1,7 +1,7 @@
 """Model versions and the deployments that point at them."""
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.models import Deployment, ModelVersion, Project, User
 from app.services.errors import ConflictError, NotFoundError
@@ -24,13 +24,15 @@ def get_model(*, session: Session, owner: User, model_id: int) -> ModelVersion:
 
 
 def create_deployment(
-    *, session: Session, model: ModelVersion, slug: str, public: bool
+    *, session: Session, model: ModelVersion, slug: str, public: bool,
+    threshold: float | None = None, log_images: bool = False,
 ) -> Deployment:
     """Deploy a model version under a new slug."""
     if session.scalar(select(Deployment.id).where(Deployment.slug == slug)):
         raise ConflictError(f"the slug {slug!r} is taken; choose another")
     deployment = Deployment(
-        slug=slug, project_id=model.project_id, model_id=model.id, public=public
+        slug=slug, project_id=model.project_id, model_id=model.id, public=public,
+        threshold=threshold, log_images=log_images,
     )
     session.add(deployment)
     session.flush()
@@ -38,7 +40,9 @@ def create_deployment(
 
 
 def get_deployment(*, session: Session, slug: str) -> Deployment:
-    deployment = session.scalar(select(Deployment).where(Deployment.slug == slug))
+    """The deployment and its current model version (one query), or NotFoundError."""
+    query = select(Deployment).where(Deployment.slug == slug)
+    deployment = session.scalar(query.options(joinedload(Deployment.model)))
     if deployment is None:
         raise NotFoundError(f"deployment {slug!r} not found")
     return deployment
@@ -53,23 +57,40 @@ def get_owned_deployment(*, session: Session, owner: User, slug: str) -> Deploym
 
 def can_predict(*, session: Session, deployment: Deployment, user: User | None) -> bool:
     """Public deployments answer anyone; private ones only their owner."""
-    if deployment.public:
-        return True
-    return user is not None and session.get(Project, deployment.project_id).owner_id == user.id
+    return deployment.public or owns_deployment(session=session, deployment=deployment,
+                                                user=user)
+
+
+KEEP = object()
 
 
 def update_deployment(
-    *, session: Session, deployment: Deployment, model: ModelVersion | None, public: bool | None
+    *, session: Session, deployment: Deployment, model: ModelVersion | None = None,
+    public: bool | None = None, threshold: float | None | object = KEEP,
+    log_images: bool | None = None,
 ) -> Deployment:
-    """Point a deployment at another version of the same project (or roll back)."""
+    """Point a deployment at another version of the same project (or roll back), or retune it.
+
+    `threshold=None` clears the deployment's own threshold (the model's calibrated one
+    applies again); leave it as KEEP to keep the current one.
+    """
     if model is not None:
         if model.project_id != deployment.project_id:
             raise ConflictError("a deployment can only move to a model of the same project")
         deployment.model_id = model.id
+        deployment.model = model
     if public is not None:
         deployment.public = public
+    if threshold is not KEEP:
+        deployment.threshold = threshold
+    if log_images is not None:
+        deployment.log_images = log_images
     session.flush()
     return deployment
+
+
+def owns_deployment(*, session: Session, deployment: Deployment, user: User | None) -> bool:
+    return user is not None and session.get(Project, deployment.project_id).owner_id == user.id
 
 
 def list_deployments(*, session: Session, project: Project) -> list[Deployment]:

@@ -1,32 +1,78 @@
-"""Prediction endpoints of API v1: one image or a batch, for a deployment's slug."""
+"""Prediction endpoints of API v1 (one image or a batch) and a deployment's log and examples."""
 
 import base64
 import binascii
+import hashlib
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from app.config import Settings
 from app.models import Deployment, User
 from app.schemas import PredictJson
 from app.services import deployments, predictions
-from app.services.errors import InvalidInputError
-from app.web.deps import ModelCacheDep, OptionalUserDep, SessionDep, SettingsDep
+from app.services.errors import InvalidInputError, NotFoundError
+from app.services.ratelimit import RateLimiter, retry_after
+from app.web.deps import (
+    OptionalUserDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    UserDep,
+    bearer_token,
+)
 
 router = APIRouter(prefix="/api/v1")
+MAX_BATCH_FILES = 64
+TopK = Annotated[int | None, Query(ge=1, le=1000, description="only the k likeliest labels")]
 
 
-async def _read_prediction_inputs(request: Request, *, batch: bool) -> list[bytes]:
+class Limits:
+    """Per-key and per-IP token buckets for the predict endpoints."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.by_key = RateLimiter(rate=settings.predict_rate_per_s_key,
+                                  burst=settings.predict_burst_key)
+        self.by_ip = RateLimiter(rate=settings.predict_rate_per_s_ip,
+                                 burst=settings.predict_burst_ip)
+
+    def check(self, request: Request, user: User | None, cost: int) -> None:
+        token = bearer_token(request)
+        if token is not None:
+            wait = self.by_key.take("key:" + hashlib.sha256(token.encode()).hexdigest(), cost)
+        elif user is not None:
+            wait = self.by_key.take(f"user:{user.id}", cost)
+        else:
+            wait = self.by_ip.take(f"ip:{request.client.host if request.client else '?'}", cost)
+        if wait:
+            raise HTTPException(
+                429, f"too many predictions: retry in {retry_after(wait)} s",
+                headers={"Retry-After": retry_after(wait)},
+            )
+
+
+def get_serving(request: Request) -> predictions.Serving:
+    return request.app.state.serving
+
+
+ServingDep = Annotated[predictions.Serving, Depends(get_serving)]
+
+
+async def _read_inputs(request: Request, serving: predictions.Serving, *,
+                       batch: bool) -> tuple[list[bytes], str]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=256)
+        form = await request.form(max_files=MAX_BATCH_FILES if batch else 1)
         files = form.getlist("files") if batch else form.getlist("file")
         files = [f for f in files if isinstance(f, UploadFile)]
         if not files:
             field = "files" if batch else "file"
             raise HTTPException(422, f"send the image as multipart field `{field}`")
-        return [await f.read() for f in files]
+        return [await f.read() for f in files], "batch" if batch else "file"
     if batch:
         raise HTTPException(422, "send images as multipart field `files`")
     try:
@@ -36,22 +82,28 @@ async def _read_prediction_inputs(request: Request, *, batch: bool) -> list[byte
             422, "send multipart `file`, or JSON {\"image_base64\": ...} or {\"url\": ...}"
         ) from exc
     if body.image_base64:
-        payload = body.image_base64.split(",", 1)[-1] if body.image_base64.startswith(
-            "data:") else body.image_base64
+        payload = body.image_base64
+        if payload.startswith("data:"):
+            payload = payload.split(",", 1)[-1]
         try:
-            return [base64.b64decode(payload, validate=True)]
+            return [base64.b64decode(payload, validate=True)], "base64"
         except (binascii.Error, ValueError) as exc:
             raise HTTPException(422, "image_base64 is not valid base64") from exc
     if body.url:
-        raise HTTPException(
-            422, "predicting from a URL is not available yet: send `file` or `image_base64`"
-        )
-    raise HTTPException(422, "send multipart `file`, or JSON {\"image_base64\": ...}")
+        try:
+            return [await serving.fetch(body.url)], "url"
+        except InvalidInputError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    raise HTTPException(
+        422, "send multipart `file`, or JSON {\"image_base64\": ...} or {\"url\": ...}"
+    )
 
 
 def _deployment_for(session, slug: str, user: User | None) -> Deployment:
     deployment = deployments.get_deployment(session=session, slug=slug)
-    if deployments.can_predict(session=session, deployment=deployment, user=user):
+    allowed = deployments.can_predict(session=session, deployment=deployment, user=user)
+    session.commit()  # hand the connection back to the pool while the model works
+    if allowed:
         return deployment
     if user is None:
         raise HTTPException(401, "this deployment is private: send its owner's API key",
@@ -59,28 +111,62 @@ def _deployment_for(session, slug: str, user: User | None) -> Deployment:
     raise HTTPException(404, f"deployment {slug!r} not found")
 
 
-async def _predict(request, slug, session, user, cache, settings, *, batch: bool) -> list[dict]:
+async def _predict(request: Request, slug: str, session, user: User | None,
+                   serving: predictions.Serving, top_k: int | None, *, batch: bool) -> list:
     deployment = await run_in_threadpool(_deployment_for, session, slug, user)
-    images = await _read_prediction_inputs(request, batch=batch)
-    model = deployment.model
+    limits = request.app.state.predict_limits
+    limits.check(request, user, 1)  # before any download or decoding
+    images, source = await _read_inputs(request, serving, batch=batch)
+    if len(images) > 1:
+        limits.check(request, user, len(images) - 1)
     try:
-        return await run_in_threadpool(
-            predictions.predict_images, cache=cache, model=model, images=images,
-            max_pixels=settings.max_image_pixels,
-        )
+        return await serving.predict(deployment=deployment, images=images, top_k=top_k,
+                                     source=source)
     except InvalidInputError as exc:
         raise HTTPException(422, str(exc)) from exc
 
 
 @router.post("/predict/{slug}")
 async def predict(slug: str, request: Request, session: SessionDep, user: OptionalUserDep,
-                  cache: ModelCacheDep, settings: SettingsDep):
-    answers = await _predict(request, slug, session, user, cache, settings, batch=False)
+                  serving: ServingDep, top_k: TopK = None):
+    """Classify one image: multipart `file`, or JSON `image_base64` or `url`."""
+    answers = await _predict(request, slug, session, user, serving, top_k, batch=False)
     return answers[0]
 
 
 @router.post("/predict/{slug}/batch")
 async def predict_batch(slug: str, request: Request, session: SessionDep,
-                        user: OptionalUserDep, cache: ModelCacheDep, settings: SettingsDep):
-    answers = await _predict(request, slug, session, user, cache, settings, batch=True)
+                        user: OptionalUserDep, serving: ServingDep, top_k: TopK = None):
+    """Classify up to 64 images sent as multipart `files`, in order."""
+    answers = await _predict(request, slug, session, user, serving, top_k, batch=True)
     return {"predictions": answers}
+
+
+@router.get("/deployments/{slug}/log-summary")
+async def log_summary(slug: str, session: SessionDep, user: UserDep, serving: ServingDep,
+                      days: Annotated[int, Query(ge=1, le=366)] = 30):
+    """Counts per label, unknown rate, confidence and latency of a deployment's predictions."""
+    await run_in_threadpool(serving.log.flush)
+
+    def summary() -> dict:
+        deployment = deployments.get_owned_deployment(session=session, owner=user, slug=slug)
+        return predictions.log_summary(session=session, deployment=deployment, days=days)
+
+    return await run_in_threadpool(summary)
+
+
+@router.get("/deployments/{slug}/examples/{n}")
+def example_image(slug: str, n: int, session: SessionDep, user: OptionalUserDep,
+                  storage: StorageDep, settings: SettingsDep):
+    """The n-th example photo of a deployment's demo page (public deployments or the owner)."""
+    deployment = deployments.get_deployment(session=session, slug=slug)
+    if not deployments.can_predict(session=session, deployment=deployment, user=user):
+        raise NotFoundError(f"deployment {slug!r} not found")
+    examples = predictions.example_images(session=session, storage=storage,
+                                          deployment=deployment,
+                                          per_label=settings.demo_examples)
+    if not 0 <= n < len(examples):
+        raise NotFoundError(f"no example {n} (this demo has {len(examples)})")
+    cache = "public" if deployment.public else "private"
+    return FileResponse(storage.path(examples[n].storage_key), media_type="image/jpeg",
+                        headers={"Cache-Control": f"{cache}, max-age=300"})
