@@ -1,0 +1,151 @@
+"""Cleaning a dataset: bulk relabel/exclude with undo, review queue, duplicates, thumbnails."""
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image as PILImage
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Image, ImagePrediction, Label, ModelVersion, Project, SearchResult
+from app.services.datasets import IMAGE_STATUSES
+from app.services.errors import InvalidInputError, NotFoundError
+from app.services.projects import find_label
+from app.storage import LocalStorage
+
+MAX_BULK = 5_000
+THUMB_SIZES = (96, 160, 240, 320, 480)
+
+
+def bulk_update(
+    *,
+    session: Session,
+    project: Project,
+    image_ids: list[int],
+    label: str | None = None,
+    status: str | None = None,
+) -> dict:
+    """Relabel and/or exclude many images; the answer says how to undo it.
+
+    `undo` holds batches in the same shape as this call's input: replaying each through
+    `bulk_update` puts every changed image back as it was.
+    """
+    if label is None and status is None:
+        raise InvalidInputError("give a `label` or a `status` to apply")
+    if status is not None and status not in IMAGE_STATUSES:
+        raise InvalidInputError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
+    if not image_ids:
+        raise InvalidInputError("select at least one image")
+    if len(image_ids) > MAX_BULK:
+        raise InvalidInputError(f"at most {MAX_BULK} images at once")
+    label_row = find_label(project=project, name=label) if label is not None else None
+    wanted = set(image_ids)
+    images = list(session.scalars(
+        select(Image).where(Image.project_id == project.id, Image.id.in_(wanted))
+    ))
+    missing = wanted - {image.id for image in images}
+    if missing:
+        raise NotFoundError(f"images not in this project: {', '.join(map(str, sorted(missing)))}")
+    names = {row.id: row.name for row in project.labels}
+    before: dict[tuple[str | None, str], list[int]] = {}
+    changed = []
+    for image in sorted(images, key=lambda i: i.id):
+        new_label = label_row.id if label_row else image.label_id
+        new_status = status or image.status
+        if (new_label, new_status) == (image.label_id, image.status):
+            continue
+        before.setdefault((names.get(image.label_id), image.status), []).append(image.id)
+        image.label_id, image.status = new_label, new_status
+        changed.append(image.id)
+    session.flush()
+    batches = [{"image_ids": ids, "label": old_label, "status": old_status}
+               for (old_label, old_status), ids in before.items()]
+    return {"changed": changed, "undo": {"batches": batches}}
+
+
+def latest_model(*, session: Session, project: Project) -> ModelVersion | None:
+    """The project's newest finished model version."""
+    query = (select(ModelVersion)
+             .where(ModelVersion.project_id == project.id, ModelVersion.storage_prefix != "")
+             .order_by(ModelVersion.id.desc()).limit(1))
+    return session.scalar(query)
+
+
+@dataclass
+class ReviewItem:
+    image: Image
+    prediction: ImagePrediction
+
+    @property
+    def current_label(self) -> str | None:
+        return self.image.label.name if self.image.label else None
+
+
+def review_queue(
+    *, session: Session, project: Project, model: ModelVersion | None = None,
+    limit: int = 60, offset: int = 0,
+) -> tuple[ModelVersion | None, list[ReviewItem], int]:
+    """Active images ranked by the model's out-of-sample loss, most suspicious first."""
+    model = model or latest_model(session=session, project=project)
+    if model is None:
+        return None, [], 0
+    query = (select(ImagePrediction, Image)
+             .join(Image, Image.id == ImagePrediction.image_id)
+             .where(ImagePrediction.model_id == model.id, Image.status == "active",
+                    Image.project_id == project.id))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(
+        query.order_by(ImagePrediction.loss.desc(), Image.id).limit(limit).offset(offset)
+    )
+    return model, [ReviewItem(image=image, prediction=p) for p, image in rows], total
+
+
+def failed_verifications(*, session: Session, project: Project, limit: int = 500) -> list[dict]:
+    """Search results that were rejected or failed to download, with the reason and label."""
+    query = (select(SearchResult, Label.name)
+             .outerjoin(Label, Label.id == SearchResult.label_id)
+             .where(SearchResult.project_id == project.id,
+                    SearchResult.status.in_(("rejected", "failed")))
+             .order_by(SearchResult.id.desc()).limit(limit))
+    return [
+        {"id": row.id, "label": name, "status": row.status, "reason": row.reason or "",
+         "image_url": row.image_url, "page_url": row.page_url, "title": row.title,
+         "provider": row.provider, "query": row.query, "job_id": row.job_id}
+        for row, name in session.execute(query)
+    ]
+
+
+def sample_images(*, session: Session, project: Project, per_label: int = 6) -> dict[str, list]:
+    """A few active images of each label, for the project page's sample strips."""
+    samples = {}
+    for label in project.labels:
+        samples[label.name] = list(session.scalars(
+            select(Image).where(Image.label_id == label.id, Image.status == "active")
+            .order_by(Image.id.desc()).limit(per_label)
+        ))
+    return samples
+
+
+def thumbnail_size(size: int) -> int:
+    """The smallest offered thumbnail size at least `size` (so caches stay few)."""
+    return next((s for s in THUMB_SIZES if s >= size), THUMB_SIZES[-1])
+
+
+def thumbnail(*, storage: LocalStorage, image: Image, size: int) -> str:
+    """The storage key of a JPEG thumbnail (short side `size`), made once and cached."""
+    size = thumbnail_size(size)
+    key = f"thumbs/{image.storage_key}-{size}.jpg"
+    if storage.exists(key):
+        return key
+    with PILImage.open(io.BytesIO(storage.read(image.storage_key))) as source:
+        source.draft("RGB", (size, size))
+        picture = source.convert("RGB")
+    scale = size / min(picture.size)
+    if scale < 1:
+        picture = picture.resize((max(1, round(picture.width * scale)),
+                                  max(1, round(picture.height * scale))),
+                                 PILImage.Resampling.BILINEAR, reducing_gap=2.0)
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=80, optimize=True)
+    storage.put(key, out.getvalue())
+    return key

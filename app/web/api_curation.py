@@ -1,0 +1,97 @@
+"""Curation API: bulk relabel/exclude with undo, review queue, thumbnails, export and import."""
+
+from typing import Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from app.services import curation, datasets, exports
+from app.web.deps import ProjectDep, SessionDep, SettingsDep, StorageDep, UserDep
+
+router = APIRouter(prefix="/api/v1")
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_ids: list[int] = Field(min_length=1, max_length=curation.MAX_BULK)
+    label: str | None = Field(default=None, max_length=200)
+    status: Literal["active", "excluded"] | None = None
+
+
+@router.post("/projects/{project_id}/images/bulk")
+def bulk_update(body: BulkIn, project: ProjectDep, session: SessionDep):
+    result = curation.bulk_update(session=session, project=project, image_ids=body.image_ids,
+                                  label=body.label, status=body.status)
+    session.commit()
+    return result
+
+
+@router.get("/projects/{project_id}/review")
+def review(project: ProjectDep, session: SessionDep, limit: int = 60, offset: int = 0):
+    model, items, total = curation.review_queue(
+        session=session, project=project, limit=max(1, min(limit, 500)), offset=max(0, offset))
+    return {
+        "model_id": model.id if model else None, "total": total,
+        "items": [{"image_id": i.image.id, "label": i.current_label,
+                   "given_label": i.prediction.given_label,
+                   "predicted_label": i.prediction.predicted_label,
+                   "confidence": i.prediction.confidence, "loss": i.prediction.loss,
+                   "thumb_url": f"/api/v1/images/{i.image.id}/thumb?size=240"} for i in items],
+    }
+
+
+@router.get("/projects/{project_id}/failed")
+def failed(project: ProjectDep, session: SessionDep):
+    return curation.failed_verifications(session=session, project=project)
+
+
+@router.get("/images/{image_id}/thumb")
+def image_thumb(image_id: int, session: SessionDep, user: UserDep, storage: StorageDep,
+                size: int = 240):
+    image = datasets.get_owned_image(session=session, owner=user, image_id=image_id)
+    key = curation.thumbnail(storage=storage, image=image, size=size)
+    return FileResponse(storage.path(key), media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=604800, immutable"})
+
+
+@router.get("/projects/{project_id}/export")
+def export(project: ProjectDep, session: SessionDep, storage: StorageDep,
+           include_excluded: bool = True):
+    handle = exports.export_dataset(session=session, storage=storage, project=project,
+                                    include_excluded=include_excluded)
+
+    def chunks():
+        with handle:
+            while block := handle.read(2**20):
+                yield block
+
+    name = exports.folder_name(project.name).replace('"', "").replace(" ", "-") or "dataset"
+    ascii_name = name.encode("ascii", "ignore").decode() or "dataset"
+    return StreamingResponse(chunks(), media_type="application/zip", headers={
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}.zip\"; "
+                               f"filename*=UTF-8''{quote(name)}.zip"})
+
+
+@router.post("/projects/{project_id}/imports", status_code=201)
+async def import_zip(request: Request, project: ProjectDep, session: SessionDep,
+                     storage: StorageDep, settings: SettingsDep):
+    form = await request.form(max_files=1)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise HTTPException(422, "send the dataset zip as `file`")
+    data, name = await upload.read(), upload.filename or "dataset.zip"
+
+    limits = datasets.Limits.from_settings(settings)
+
+    def work() -> dict:
+        result = exports.import_dataset(session=session, storage=storage, project=project,
+                                        data=data, filename=name, limits=limits)
+        session.commit()
+        return result.as_dict()
+
+    return await run_in_threadpool(work)
