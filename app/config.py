@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     cookie_secure: bool = False
     session_days: int = 14
     max_upload_mb: int = 200
+    max_predict_mb: int = 32
     max_zip_members: int = 20_000
-    max_zip_total_mb: int = 2_000
+    max_zip_total_mb: int = 1_000
     max_image_pixels: int = 60_000_000
     allow_loopback_downloads: bool = False
     download_max_mb: int = 20
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     inference_threads: int | None = None
     model_cache_size: int = 8
     model_cache_mb: int = 1024
-    batch_max_size: int = 16
+    batch_max_size: int = 8
     batch_max_wait_ms: float = 3.0
     predict_rate_per_s_ip: float = 10.0
     predict_burst_ip: int = 30

@@ -46,6 +46,7 @@ class TrainingIn(Strict):
 
     backbone: Literal[BACKBONE_NAMES] | None = None  # type: ignore[valid-type]
     epochs: int | None = Field(default=None, ge=0, le=50)
+    frozen_epochs: int | None = Field(default=None, ge=1, le=50)
     lr: float | None = Field(default=None, gt=0, le=1)
     unfrozen_lr: float | None = Field(default=None, gt=0, le=1)
     batch_size: int | None = Field(default=None, ge=2, le=512)
@@ -59,11 +60,17 @@ class TrainingIn(Strict):
 class DeploymentIn(Strict):
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
     public: bool = False
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    log_images: bool = False
 
 
 class DeploymentPatch(Strict):
+    """Fields to change; `"threshold": null` goes back to the model's calibrated threshold."""
+
     model_id: int | None = None
     public: bool | None = None
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    log_images: bool | None = None
 
 
 class PredictJson(Strict):

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.config import Settings
 from app.ml.images import ImageRejected, NormalisedImage, normalise_image
-from app.models import Image, Label, Project
+from app.models import Image, Label, Project, User
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import add_label, clean_name, find_label
 from app.storage import LocalStorage
@@ -50,6 +51,12 @@ class Limits:
     max_pixels: int
     max_zip_members: int
     max_zip_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Limits":
+        return cls(max_pixels=settings.max_image_pixels,
+                   max_zip_members=settings.max_zip_members,
+                   max_zip_bytes=settings.max_zip_total_mb * 2**20)
 
 
 def is_zip(data: bytes) -> bool:
@@ -256,18 +263,22 @@ def _near_duplicate_group(*, session: Session, hashes: list[_Hashed], phash: str
     return best.group
 
 
-def duplicate_groups(*, session: Session, project: Project) -> list[list[Image]]:
+def duplicate_groups(*, session: Session, project: Project, limit: int = 200
+                     ) -> list[list[Image]]:
     """The project's near-duplicate groups (two or more images each), largest first."""
-    rows = session.scalars(
-        select(Image)
+    size = func.count(Image.id)
+    names = list(session.scalars(
+        select(Image.duplicate_group)
         .where(Image.project_id == project.id, Image.duplicate_group.is_not(None))
-        .order_by(Image.id)
-    )
-    groups: dict[str, list[Image]] = {}
-    for image in rows:
-        groups.setdefault(image.duplicate_group, []).append(image)
-    found = [images for images in groups.values() if len(images) > 1]
-    return sorted(found, key=lambda images: (-len(images), images[0].id))
+        .group_by(Image.duplicate_group).having(size > 1)
+        .order_by(size.desc(), func.min(Image.id)).limit(limit)
+    ))
+    by_group: dict[str, list[Image]] = {name: [] for name in names}
+    for image in session.scalars(select(Image).where(
+        Image.project_id == project.id, Image.duplicate_group.in_(names)
+    ).order_by(Image.id)):
+        by_group[image.duplicate_group].append(image)
+    return list(by_group.values())
 
 
 def _new_label(*, session: Session, project: Project, name: str, labels: dict) -> Label:
@@ -307,10 +318,13 @@ def list_images(
     return list(rows), total
 
 
-def get_image(*, session: Session, project_ids: set[int] | None, image_id: int) -> Image:
-    """An image, when it belongs to one of `project_ids`."""
-    image = session.get(Image, image_id)
-    if image is None or (project_ids is not None and image.project_id not in project_ids):
+def get_owned_image(*, session: Session, owner: User, image_id: int) -> Image:
+    """An image of one of the owner's projects, or NotFoundError."""
+    image = session.scalar(
+        select(Image).join(Project, Project.id == Image.project_id)
+        .where(Image.id == image_id, Project.owner_id == owner.id)
+    )
+    if image is None:
         raise NotFoundError(f"image {image_id} not found")
     return image
 

@@ -69,11 +69,21 @@ class Downloaded:
     content_type: str | None
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def refusal(address: str, *, allow_loopback: bool) -> str | None:
     """Why a connection to `address` is refused, or None when it is a public address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):  # IPv4 inside IPv6 is judged as that IPv4
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour:
+            ip = ip.sixtofour
+        elif ip.teredo:
+            ip = ip.teredo[1]
+        elif ip in NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip in METADATA_ADDRESSES:
         return f"refused: {ip} is a cloud metadata address"
     if ip.is_loopback:

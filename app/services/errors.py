@@ -11,3 +11,7 @@ class ConflictError(Exception):
 
 class InvalidInputError(ValueError):
     """Input a person can fix; the message says how."""
+
+
+class UnavailableError(Exception):
+    """A service the request needs (the job queue) is not answering; retry later."""

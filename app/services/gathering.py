@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import session_scope
 from app.models import Job, Project, SearchResult
-from app.queue import IMPORT_TASK, SEARCH_TASK, enqueue
+from app.queue import IMPORT_TASK, SEARCH_TASK
 from app.services import datasets, search
 from app.services.downloader import DownloadError, download_many, policy_from_settings
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
-from app.services.jobs import TERMINAL, JobCancelled, JobReporter, create_job
+from app.services.jobs import TERMINAL, JobCancelled, JobReporter, create_job, submit_job
 from app.services.projects import add_label, clean_name
 from app.storage import LocalStorage
 
@@ -104,9 +104,7 @@ def start_url_import(*, session: Session, settings: Settings, project: Project, 
 def _enqueue(*, session: Session, settings: Settings, project: Project, kind: str,
              params: dict) -> Job:
     job = create_job(session=session, project=project, kind=kind, params=params)
-    session.commit()
-    enqueue(settings, KINDS[kind], job.id)
-    return job
+    return submit_job(session=session, settings=settings, job=job, task=KINDS[kind])
 
 
 def search_results(*, session: Session, project: Project, job_id: int) -> list[SearchResult]:
@@ -258,9 +256,7 @@ async def _download_and_file(*, factory, storage: LocalStorage, settings: Settin
     _report(reporter, counts)
     if not pending:
         return counts
-    limits = datasets.Limits(max_pixels=settings.max_image_pixels,
-                             max_zip_members=settings.max_zip_members,
-                             max_zip_bytes=settings.max_zip_total_mb * 2**20)
+    limits = datasets.Limits.from_settings(settings)
     policy = policy_from_settings(settings)
     label = job.params["label"]
     # Decoding and re-encoding happen in threads as each download lands (Pillow releases the

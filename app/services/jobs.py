@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.config import Settings
 from app.db import session_scope
 from app.models import Job, Project, User, utcnow
-from app.services.errors import NotFoundError
+from app.queue import enqueue
+from app.services.errors import NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -20,10 +22,28 @@ class JobCancelled(Exception):
     """Raised inside a job's work when a person asked to cancel it."""
 
 
+class JobAbandoned(JobCancelled):
+    """The job ended while its worker was still at it (marked failed as stale, or cancelled)."""
+
+
 def create_job(*, session: Session, project: Project, kind: str, params: dict) -> Job:
     job = Job(project_id=project.id, kind=kind, params=params)
     session.add(job)
     session.flush()
+    return job
+
+
+def submit_job(*, session: Session, settings: Settings, job: Job, task: str) -> Job:
+    """Commit the job, then enqueue it; a queue that does not answer fails the job at once."""
+    session.commit()
+    try:
+        enqueue(settings, task, job.id)
+    except Exception as exc:
+        log.exception("could not enqueue job %s", job.id)
+        job.status, job.finished_at = "failed", utcnow()
+        job.error = f"the job queue is not answering ({type(exc).__name__}); try again later"
+        session.commit()
+        raise UnavailableError(job.error) from exc
     return job
 
 
@@ -146,12 +166,29 @@ class JobReporter:
     def finish(self, *, status: str, message: str = "", result: dict | None = None,
                error: str | None = None, session: Session | None = None) -> None:
         """Record the job's outcome (in `session` when given, so it commits with other rows)."""
-        if session is None:
-            with session_scope(self.factory) as own:
-                self.finish(status=status, message=message, result=result, error=error,
-                            session=own)
-            return
+        own_session = session is None
+        if own_session:
+            session = self.factory()
+        try:
+            self._finish(session, status=status, message=message, result=result, error=error,
+                         own_session=own_session)
+            if own_session:
+                session.commit()
+        finally:
+            if own_session:
+                session.close()
+
+    def _finish(self, session: Session, *, status: str, message: str, result: dict | None,
+                error: str | None, own_session: bool) -> None:
         job = session.get(Job, self.job_id)
+        if job.status in TERMINAL:
+            # A worker that came back after its job was failed as stale does not overwrite
+            # that outcome; inside the caller's transaction, its other rows roll back too.
+            log.warning("job %s already ended as %s; dropping %s", self.job_id, job.status,
+                        status)
+            if own_session:
+                return
+            raise JobAbandoned(f"job {self.job_id} already ended as {job.status}")
         job.status, job.message, job.result, job.error = status, message, result, error
         job.finished_at = utcnow()
         if status == "succeeded":

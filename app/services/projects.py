@@ -3,7 +3,7 @@
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Image, Label, Project, User
+from app.models import Deployment, Image, Label, Project, User
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.storage import LocalStorage
 
@@ -43,12 +43,16 @@ def get_project(*, session: Session, owner: User, project_id: int) -> Project:
 
 
 def delete_project(*, session: Session, storage: LocalStorage, project: Project) -> None:
-    """Delete a project with its images and model files."""
-    project_id = project.id
+    """Delete a project, then (once that is committed) its stored files."""
+    deployment_ids = session.scalars(
+        select(Deployment.id).where(Deployment.project_id == project.id)
+    ).all()
+    prefixes = [f"images/{project.id}", f"models/{project.id}", f"thumbs/images/{project.id}"]
+    prefixes += [f"predictions/{deployment_id}" for deployment_id in deployment_ids]
     session.delete(project)
-    session.flush()
-    storage.delete_prefix(f"images/{project_id}")
-    storage.delete_prefix(f"models/{project_id}")
+    session.commit()
+    for prefix in prefixes:
+        storage.delete_prefix(prefix)
 
 
 def add_label(*, session: Session, project: Project, name: str, query: str | None = None) -> Label:

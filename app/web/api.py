@@ -102,6 +102,8 @@ def deployment_out(request: Request, deployment: Deployment) -> dict:
         "model_id": deployment.model_id,
         "project_id": deployment.project_id,
         "public": deployment.public,
+        "threshold": deployment.threshold,
+        "log_images": deployment.log_images,
         "predict_url": f"{base}/api/v1/predict/{deployment.slug}",
         "demo_url": f"{base}/demo/{deployment.slug}",
         "updated_at": deployment.updated_at.isoformat(),
@@ -182,7 +184,6 @@ def get_project(project: ProjectDep, session: SessionDep):
 @router.delete("/projects/{project_id}", status_code=204)
 def delete_project(project: ProjectDep, session: SessionDep, storage: StorageDep):
     projects.delete_project(session=session, storage=storage, project=project)
-    session.commit()
 
 
 @router.post("/projects/{project_id}/labels", status_code=201)
@@ -207,11 +208,7 @@ async def upload_images(
         datasets.Upload(filename=f.filename or "upload", data=await f.read(), label=label)
         for f in files
     ]
-    limits = datasets.Limits(
-        max_pixels=settings.max_image_pixels,
-        max_zip_members=settings.max_zip_members,
-        max_zip_bytes=settings.max_zip_total_mb * 1024 * 1024,
-    )
+    limits = datasets.Limits.from_settings(settings)
 
     def work() -> dict:
         result = datasets.add_images(
@@ -238,8 +235,7 @@ def list_images(
 
 
 def _owned_image(session, user: User, image_id: int) -> tuple[Image, Project]:
-    owned = {p.id for p in projects.list_projects(session=session, owner=user)}
-    image = datasets.get_image(session=session, project_ids=owned, image_id=image_id)
+    image = datasets.get_owned_image(session=session, owner=user, image_id=image_id)
     return image, session.get(Project, image.project_id)
 
 
@@ -275,8 +271,12 @@ def start_training(
 
 
 @router.get("/projects/{project_id}/jobs")
-def list_jobs(project: ProjectDep, session: SessionDep):
-    return [jobs.job_view(job) for job in jobs.list_jobs(session=session, project=project)]
+def list_jobs(project: ProjectDep, session: SessionDep, settings: SettingsDep):
+    found = jobs.list_jobs(session=session, project=project)
+    for job in found:
+        jobs.fail_if_stale(job=job, stale_seconds=settings.job_stale_seconds)
+    session.commit()
+    return [jobs.job_view(job) for job in found]
 
 
 @router.get("/jobs/{job_id}")
@@ -352,7 +352,8 @@ def create_deployment(model_id: int, body: DeploymentIn, request: Request,
                       session: SessionDep, user: UserDep):
     model = deployments.get_model(session=session, owner=user, model_id=model_id)
     deployment = deployments.create_deployment(
-        session=session, model=model, slug=body.slug, public=body.public
+        session=session, model=model, slug=body.slug, public=body.public,
+        threshold=body.threshold, log_images=body.log_images,
     )
     session.commit()
     return deployment_out(request, deployment)
@@ -370,7 +371,9 @@ def update_deployment(slug: str, body: DeploymentPatch, request: Request,
     deployment = deployments.get_owned_deployment(session=session, owner=user, slug=slug)
     model = (deployments.get_model(session=session, owner=user, model_id=body.model_id)
              if body.model_id is not None else None)
+    threshold = body.threshold if "threshold" in body.model_fields_set else deployments.KEEP
     deployments.update_deployment(session=session, deployment=deployment, model=model,
-                                  public=body.public)
+                                  public=body.public, threshold=threshold,
+                                  log_images=body.log_images)
     session.commit()
     return deployment_out(request, deployment)

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.models import Project, User
 from app.services import auth, projects
-from app.services.predictions import ModelCache
 from app.storage import LocalStorage
 
 SESSION_COOKIE = "kodiak_session"
@@ -34,14 +33,9 @@ def get_storage(request: Request) -> LocalStorage:
     return request.app.state.storage
 
 
-def get_model_cache(request: Request) -> ModelCache:
-    return request.app.state.model_cache
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
-ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -57,7 +51,8 @@ def optional_user(request: Request, session: SessionDep) -> User | None:
         user = auth.user_for_api_key(session=session, key=token)
         if user is None:
             raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        session.commit()
+        if session.dirty:
+            session.commit()
         return user
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:

@@ -1,52 +1,87 @@
 """The FastAPI application: wiring, error shapes, limits."""
 
 import logging
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
-from app.services.errors import ConflictError, InvalidInputError, NotFoundError
-from app.services.predictions import ModelCache
+from app.services.downloader import policy_from_settings
+from app.services.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
+from app.services.predictions import ModelCache, Serving
 from app.storage import StorageError, open_storage
-from app.web import api, api_gather, api_predict, pages
+from app.web import api, api_curation, api_gather, api_predict, api_training, pages
 from app.web.paths import STATIC_DIR
 
 log = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """Answer 413 to request bodies above the upload limit, declared or streamed."""
+    """Answer 413 to request bodies above the limit, declared or streamed; predictions (open
+    to anyone on public deployments) have a smaller limit than uploads."""
 
-    def __init__(self, app, *, max_bytes: int) -> None:
+    def __init__(self, app, *, max_bytes: int, predict_max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.predict_max_bytes = predict_max_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse(
-                {"detail": f"request body too large (limit {self.max_bytes // 2**20} MB)"}, 413
-            )
-            return await response(scope, receive, send)
+        limit = (self.predict_max_bytes if scope["path"].startswith("/api/v1/predict/")
+                 else self.max_bytes)
+        detail = f"request body too large (limit {limit // 2**20} MB)"
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return await JSONResponse({"detail": detail}, 413)(scope, receive, send)
         seen = 0
 
         async def limited_receive():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, f"request body too large "
-                                    f"(limit {self.max_bytes // 2**20} MB)")
+            if seen > limit:
+                raise HTTPException(413, detail)
             return message
 
         return await self.app(scope, limited_receive, send)
+
+
+class FrameGuard:
+    """Pages may not be framed by other sites (clickjacking), except the embeddable demo."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].startswith("/demo/"):
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-frame-options", b"DENY"),
+                                      (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        return await self.app(scope, receive, send_with_header)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    await app.state.serving.aclose()
+    app.state.engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     app = FastAPI(
+        lifespan=_lifespan,
         title="Kodiak",
         version="0.1.0",
         description="Build, clean, train and deploy image classifiers.",
@@ -66,15 +102,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.storage = storage
-    app.state.model_cache = ModelCache(
-        storage, size=settings.model_cache_size, threads=settings.inference_threads
+    cache = ModelCache(storage, size=settings.model_cache_size, threads=settings.inference_threads,
+                       max_bytes=settings.model_cache_mb * 2**20)
+    app.state.serving = Serving(
+        cache=cache, factory=app.state.session_factory, storage=storage,
+        max_batch=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
+        max_pixels=settings.max_image_pixels, log_flush_s=settings.prediction_log_flush_s,
+        download_policy=policy_from_settings(settings),
     )
+    app.state.predict_limits = api_predict.Limits(settings)
     app.include_router(api.router)
     app.include_router(api_predict.router)
     app.include_router(api_gather.router)
+    app.include_router(api_curation.router)
+    app.include_router(api_training.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20,
+                       predict_max_bytes=settings.max_predict_mb * 2**20)
+    app.add_middleware(FrameGuard)
     _add_error_handlers(app)
     return app
 
@@ -89,6 +135,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, handler(404))
     app.add_exception_handler(ConflictError, handler(409))
     app.add_exception_handler(InvalidInputError, handler(422))
+    app.add_exception_handler(UnavailableError, handler(503))
+
+    async def integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error on %s: %s", request.url.path, exc.orig)
+        return JSONResponse({"detail": "a conflicting change was saved at the same moment "
+                                       "(same name or same image); try again"}, 409)
+
+    app.add_exception_handler(IntegrityError, integrity)
     app.add_exception_handler(StorageError, handler(404))
 
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,9 +21,13 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One Chromium for the session: a failure under CI when it is missing, else a skip."""
+    """One Chromium per test module: a failure under CI when it is missing, else a skip.
+
+    Not per session: Playwright's sync API runs an event loop on the main thread while it is
+    open, and later tests that call asyncio.run() would find it running.
+    """
     if not shutil.which(CHROMIUM):
         message = "Chromium not found at /usr/bin/chromium (apt-get install chromium)"
         if os.environ.get("CI") == "true":

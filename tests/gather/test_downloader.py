@@ -50,6 +50,10 @@ def refused(url: str, policy: DownloadPolicy, **client_args) -> str:
     ("http://[::ffff:10.0.0.1]/", "refused: 10.0.0.1 is a private address"),
     ("http://224.0.0.1/", "refused: 224.0.0.1 is a multicast address"),
     ("http://192.168.1.1/", "refused: 192.168.1.1 is a private address"),
+    ("http://[2002:a00:1::1]/", "refused: 10.0.0.1 is a private address"),  # 6to4
+    ("http://[64:ff9b::a00:1]/", "refused: 10.0.0.1 is a private address"),  # NAT64
+    ("http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",
+     "refused: 10.0.0.1 is a private address"),  # Teredo
     ("ftp://example.com/bear.jpg", "refused: only http and https URLs"),
     ("file:///etc/passwd", "refused: only http and https URLs"),
 ])

@@ -84,3 +84,16 @@ def test_detail_is_written_with_the_next_progress(factory, job_id):
     with factory() as session:
         job = session.get(Job, job_id)
         assert job.detail == {"found": 12} and job.message == "with detail"
+
+
+def test_a_worker_that_comes_back_does_not_overwrite_a_stale_failure(factory, job_id):
+    reporter = jobs.JobReporter(factory, job_id)
+    reporter.claim(stale_seconds=600)
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        job.heartbeat_at = utcnow() - timedelta(seconds=700)
+        jobs.fail_if_stale(job=job, stale_seconds=600)
+    reporter.finish(status="succeeded", result={"model_id": 1})
+    assert status(factory, job_id) == "failed"
+    with pytest.raises(jobs.JobAbandoned), session_scope(factory) as session:
+        reporter.finish(status="succeeded", result={"model_id": 1}, session=session)

@@ -40,3 +40,18 @@ def test_delete_project(client, admin):
     pid = client.post("/api/v1/projects", json={"name": "Gone"}, headers=admin).json()["id"]
     assert client.delete(f"/api/v1/projects/{pid}", headers=admin).status_code == 204
     assert client.get(f"/api/v1/projects/{pid}", headers=admin).status_code == 404
+
+
+def test_delete_project_removes_its_files(client, admin, settings, data_dir):
+    pid = client.post("/api/v1/projects", json={"name": "Gone"}, headers=admin).json()["id"]
+    photo = sorted((data_dir / "bears" / "black").glob("*.jpg"))[0]
+    added = client.post(f"/api/v1/projects/{pid}/images", headers=admin, data={"label": "b"},
+                        files=[("files", (photo.name, photo.read_bytes()))]).json()["added"]
+    assert client.get(f"/api/v1/images/{added[0]['image_id']}/thumb?size=96",
+                      headers=admin).status_code == 200
+    root = settings.home / "storage"
+    assert (root / "images" / str(pid)).is_dir()
+    assert (root / "thumbs" / "images" / str(pid)).is_dir()
+    assert client.delete(f"/api/v1/projects/{pid}", headers=admin).status_code == 204
+    assert not (root / "images" / str(pid)).exists()
+    assert not (root / "thumbs" / "images" / str(pid)).exists()
