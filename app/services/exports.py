@@ -96,7 +96,7 @@ def import_dataset(*, session: Session, storage: LocalStorage, project: Project,
     result = AddResult()
     uploads, rows = [], {}
     known = dict(session.execute(select(Image.content_hash, Image.id).where(
-        Image.project_id == project.id)).tuples().all())
+        Image.project_id == project.id)).all())
     members = [m for m in archive.infolist() if not m.is_dir()
                and PurePosixPath(m.filename).name != PROVENANCE]
     if len(members) > limits.max_zip_members:
