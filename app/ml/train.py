@@ -22,7 +22,7 @@ from app.ml.preprocess import Preprocessing, center_crop, resize_short_side, to_
 
 HEAD_EPOCHS_PER_FROZEN_EPOCH = 8
 FEATURE_BATCH = 32
-MICRO_BATCH = 16  # BatchNorm stays in eval mode, so splitting a batch changes nothing
+MICRO_BATCH = 8  # BatchNorm stays in eval mode, so splitting a batch changes nothing
 TOP_LOSSES = 16
 OOS_FOLDS = 5
 UNKNOWN_REJECT_PCT = 0.03  # share of correct validation predictions the threshold may reject
