@@ -187,72 +187,65 @@ def run_training(
     job = reporter.claim(stale_seconds=settings.job_stale_seconds)
     if job is None:
         return
-    try:
-        with heartbeat(factory, job_id, every=_beat_interval(settings)):
-            # torch is imported here, in the worker only (the web process never loads it),
-            # under the heartbeat: a first import can outlast a short stale window.
-            from app.ml.export import export_model
-            from app.ml.train import Recipe, train_classifier
+    with _outcome(reporter, "training"), heartbeat(factory, job_id,
+                                                    every=_beat_interval(settings)):
+        # torch is imported here, in the worker only (the web process never loads it),
+        # under the heartbeat: a first import can outlast a short stale window.
+        from app.ml.export import export_model
+        from app.ml.train import Recipe, train_classifier
 
-            recipe = Recipe.from_dict(job.params)
-            data = _load_dataset(factory, job.project_id)
-            reporter.progress(0.0, f"training on {len(data.samples)} images of "
-                              f"{len(data.labels)} labels")
-            result = train_classifier(
-                samples=data.samples,
-                labels=data.labels,
-                read_bytes=storage.read,
-                recipe=recipe,
-                progress=_live_progress(reporter),
-                should_stop=reporter.should_stop,
-                threads=settings.worker_threads,
+        recipe = Recipe.from_dict(job.params)
+        data = _load_dataset(factory, job.project_id)
+        reporter.progress(0.0, f"training on {len(data.samples)} images of "
+                          f"{len(data.labels)} labels")
+        result = train_classifier(
+            samples=data.samples,
+            labels=data.labels,
+            read_bytes=storage.read,
+            recipe=recipe,
+            progress=_live_progress(reporter),
+            should_stop=reporter.should_stop,
+            threads=settings.worker_threads,
+        )
+        image_id_of = {s.key: i for s, i in zip(data.samples, data.image_ids, strict=True)}
+        metrics = dict(result.metrics)
+        metrics["top_losses"] = [
+            {**{k: v for k, v in row.items() if k != "key"},
+             "image_id": image_id_of.get(row.get("key"))}
+            for row in metrics.get("top_losses", [])
+        ]
+        metrics["skipped"] = [image_id_of.get(key) for key in metrics.get("skipped", [])]
+        result.metrics = metrics
+        dataset = {
+            "image_ids": data.image_ids,
+            "valid_image_ids": [data.image_ids[i] for i in result.valid_indices],
+            "labels": data.labels,
+        }
+        reporter.update_detail(phase="export")
+        reporter.progress(0.99, "exporting the model (safetensors, ONNX)")
+        with session_scope(factory) as session:
+            model = ModelVersion(
+                project_id=job.project_id, job_id=job_id, backbone=recipe.backbone,
+                labels=data.labels, metrics=metrics, recipe=recipe.to_dict(),
+                storage_prefix="",
             )
-            image_id_of = {s.key: i for s, i in zip(data.samples, data.image_ids, strict=True)}
-            metrics = dict(result.metrics)
-            metrics["top_losses"] = [
-                {**{k: v for k, v in row.items() if k != "key"},
-                 "image_id": image_id_of.get(row.get("key"))}
-                for row in metrics.get("top_losses", [])
-            ]
-            metrics["skipped"] = [image_id_of.get(key) for key in metrics.get("skipped", [])]
-            result.metrics = metrics
-            dataset = {
-                "image_ids": data.image_ids,
-                "valid_image_ids": [data.image_ids[i] for i in result.valid_indices],
-                "labels": data.labels,
-            }
-            reporter.update_detail(phase="export")
-            reporter.progress(0.99, "exporting the model (safetensors, ONNX)")
-            with session_scope(factory) as session:
-                model = ModelVersion(
-                    project_id=job.project_id, job_id=job_id, backbone=recipe.backbone,
-                    labels=data.labels, metrics=metrics, recipe=recipe.to_dict(),
-                    storage_prefix="",
-                )
-                session.add(model)
-                session.flush()
-                prefix = f"models/{job.project_id}/{model.id}"
-                with tempfile.TemporaryDirectory() as tmp:
-                    export_model(result=result, out_dir=Path(tmp), backbone=recipe.backbone,
-                                 recipe=recipe.to_dict(), dataset=dataset)
-                    for path in Path(tmp).iterdir():
-                        storage.put_file(f"{prefix}/{path.name}", path)
-                model.storage_prefix = prefix
-                session.add_all(_prediction_rows(model.id, data, result))
-                error_rate = metrics.get("error_rate", 0.0)
-                reporter.finish(
-                    status="succeeded",
-                    message=f"done: error rate {error_rate:.1%} in {result.seconds:.0f} s",
-                    result={"model_id": model.id},
-                    session=session,
-                )
-    except (_training_cancelled(), JobCancelled):
-        reporter.finish(status="cancelled", message="cancelled")
-    except (InvalidInputError, ValueError) as exc:
-        reporter.finish(status="failed", message="failed", error=str(exc))
-    except Exception as exc:
-        log.exception("training job %s failed", job_id)
-        reporter.finish(status="failed", message="failed", error=f"{type(exc).__name__}: {exc}")
+            session.add(model)
+            session.flush()
+            prefix = f"models/{job.project_id}/{model.id}"
+            with tempfile.TemporaryDirectory() as tmp:
+                export_model(result=result, out_dir=Path(tmp), backbone=recipe.backbone,
+                             recipe=recipe.to_dict(), dataset=dataset)
+                for path in Path(tmp).iterdir():
+                    storage.put_file(f"{prefix}/{path.name}", path)
+            model.storage_prefix = prefix
+            session.add_all(_prediction_rows(model.id, data, result))
+            error_rate = metrics.get("error_rate", 0.0)
+            reporter.finish(
+                status="succeeded",
+                message=f"done: error rate {error_rate:.1%} in {result.seconds:.0f} s",
+                result={"model_id": model.id},
+                session=session,
+            )
 
 
 def run_lr_find(
@@ -263,7 +256,7 @@ def run_lr_find(
     job = reporter.claim(stale_seconds=settings.job_stale_seconds)
     if job is None:
         return
-    try:
+    with _outcome(reporter, "lr_find"):
         with heartbeat(factory, job_id, every=_beat_interval(settings)):
             from app.ml.train import Recipe, lr_find
 
@@ -274,12 +267,19 @@ def run_lr_find(
                             should_stop=reporter.should_stop, threads=settings.worker_threads)
         reporter.finish(status="succeeded", result=found,
                         message=f"suggested learning rate {found['suggestion']:.2g}")
+
+
+@contextmanager
+def _outcome(reporter: JobReporter, what: str) -> Iterator[None]:
+    """Record how a worker job ended: cancelled, failed with a readable error, or crashed."""
+    try:
+        yield
     except (_training_cancelled(), JobCancelled):
         reporter.finish(status="cancelled", message="cancelled")
     except (InvalidInputError, ValueError) as exc:
         reporter.finish(status="failed", message="failed", error=str(exc))
     except Exception as exc:
-        log.exception("lr_find job %s failed", job_id)
+        log.exception("%s job %s failed", what, reporter.job_id)
         reporter.finish(status="failed", message="failed", error=f"{type(exc).__name__}: {exc}")
 
 
