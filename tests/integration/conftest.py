@@ -17,7 +17,7 @@ import redis
 from tests.conftest import REPO
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = "redis://127.0.0.1:6379/{db}"
 
 
 def free_port() -> int:
@@ -88,12 +88,14 @@ def postgres_url():
 
 
 @pytest.fixture
-def redis_url():
-    """A Redis database emptied before use."""
-    client = redis.Redis.from_url(REDIS_URL)
+def redis_url(request):
+    """A Redis database emptied before use: the module's REDIS_DB (11 by default), so test
+    modules that run workers never share a queue."""
+    url = REDIS_URL.format(db=getattr(request.module, "REDIS_DB", 11))
+    client = redis.Redis.from_url(url)
     try:
         client.flushdb()
     except redis.ConnectionError as exc:
         pytest.fail(f"Redis is not answering on 127.0.0.1:6379 ({exc}); run `make services`")
-    yield REDIS_URL
+    yield url
     client.flushdb()

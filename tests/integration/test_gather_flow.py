@@ -6,7 +6,6 @@ import time
 
 import httpx
 import pytest
-import redis
 
 from tests.conftest import REPO
 from tests.gather import cases
@@ -15,24 +14,13 @@ from tests.integration.conftest import base_env, free_port, running, wait_health
 from tests.integration.test_bear_flow import sign_in
 
 pytestmark = pytest.mark.integration
-REDIS_DB12 = "redis://127.0.0.1:6379/12"
+REDIS_DB = 12
 
 
-@pytest.fixture
-def redis12():
-    client = redis.Redis.from_url(REDIS_DB12)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not answering on 127.0.0.1:6379 ({exc}); run `make services`")
-    yield REDIS_DB12
-    client.flushdb()
-
-
-def test_search_job_on_a_celery_worker(tmp_path, data_dir, postgres_url, redis12):
+def test_search_job_on_a_celery_worker(tmp_path, data_dir, postgres_url, redis_url):
     port = free_port()
     with serving(data_dir) as photos:
-        env = base_env(tmp_path, port, DATABASE_URL=postgres_url, BROKER_URL=redis12,
+        env = base_env(tmp_path, port, DATABASE_URL=postgres_url, BROKER_URL=redis_url,
                        KODIAK_SEARCH_PROVIDER="loopback", GATHER_TEST_SERVER=photos,
                        KODIAK_ALLOW_LOOPBACK_DOWNLOADS="true",
                        **{f"KODIAK_{k.upper()}": str(v) for k, v in cases.SETTINGS.items()

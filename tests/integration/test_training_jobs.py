@@ -6,32 +6,20 @@ import time
 
 import httpx
 import pytest
-import redis
 
 from tests.integration.conftest import base_env, free_port, running, wait_healthy
 from tests.integration.test_bear_flow import sign_in
 
 pytestmark = pytest.mark.integration
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_DB = 14
 LABELS = ("black", "grizzly", "teddy")
 STALE_SECONDS = 6
 
 
-@pytest.fixture
-def redis_14():
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not answering on 127.0.0.1:6379 ({exc}); run `make services`")
-    yield REDIS_URL
-    client.flushdb()
-
-
 def test_killed_worker_leaves_the_job_failed_not_running(tmp_path, data_dir, postgres_url,
-                                                         redis_14):
+                                                         redis_url):
     port = free_port()
-    env = base_env(tmp_path, port, DATABASE_URL=postgres_url, BROKER_URL=redis_14,
+    env = base_env(tmp_path, port, DATABASE_URL=postgres_url, BROKER_URL=redis_url,
                    KODIAK_JOB_STALE_SECONDS=str(STALE_SECONDS), KODIAK_WORKER_THREADS="1")
     with running(["migrate"], env, tmp_path / "migrate.log") as migrate:
         assert migrate.wait(timeout=120) == 0, (tmp_path / "migrate.log").read_text()
