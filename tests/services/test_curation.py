@@ -5,25 +5,11 @@ import io
 import pytest
 from PIL import Image as PILImage
 
-from app.db import make_engine, make_session_factory
 from app.models import Image, ImagePrediction, Job, ModelVersion, SearchResult, User
 from app.services import curation, datasets, projects
 from app.services.errors import InvalidInputError, NotFoundError
-from app.storage import open_storage
 
 LIMITS = datasets.Limits(max_pixels=60_000_000, max_zip_members=100, max_zip_bytes=2**28)
-
-
-@pytest.fixture
-def session(settings):
-    factory = make_session_factory(make_engine(settings.resolved_database_url()))
-    with factory() as session:
-        yield session
-
-
-@pytest.fixture
-def storage(settings):
-    return open_storage(settings.resolved_storage_url())
 
 
 @pytest.fixture

@@ -4,26 +4,10 @@ import csv
 import io
 import zipfile
 
-import pytest
-
-from app.db import make_engine, make_session_factory
 from app.models import Image, User
 from app.services import curation, datasets, exports, projects
-from app.storage import open_storage
 
 LIMITS = datasets.Limits(max_pixels=60_000_000, max_zip_members=100, max_zip_bytes=2**28)
-
-
-@pytest.fixture
-def session(settings):
-    factory = make_session_factory(make_engine(settings.resolved_database_url()))
-    with factory() as session:
-        yield session
-
-
-@pytest.fixture
-def storage(settings):
-    return open_storage(settings.resolved_storage_url())
 
 
 def new_project(session, name):
