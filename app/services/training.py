@@ -15,11 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
-from app.ml.images import dhash_distance
+from app.ml import near_duplicates
 from app.models import Image, ImagePrediction, Job, Label, ModelVersion, Project, utcnow
 from app.queue import LR_FIND_TASK, TRAIN_TASK
 from app.schemas import TrainingIn
-from app.services import datasets
 from app.services.errors import InvalidInputError
 from app.services.jobs import JobCancelled, JobReporter, create_job, submit_job
 from app.storage import LocalStorage
@@ -88,27 +87,11 @@ def _start(*, session, settings, project, recipe, kind, task):
 
 
 def near_duplicate_groups(images: list[Image]) -> list[str]:
-    """A group id per image: images sharing a duplicate_group (set at upload) or within a
-    small perceptual-hash distance share one."""
-    parent = list(range(len(images)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first_of: dict[str, int] = {}
-    for i, image in enumerate(images):
-        if image.duplicate_group:
-            parent[root(i)] = root(first_of.setdefault(image.duplicate_group, i))
-    for i, a in enumerate(images):
-        for j in range(i):
-            b = images[j]
-            near = datasets.NEAR_DUPLICATE_DISTANCE
-            if a.phash and b.phash and dhash_distance(a.phash, b.phash) <= near:
-                parent[root(i)] = root(j)
-    return [f"g{images[root(i)].id}" for i in range(len(images))]
+    """A group id per image, `g<id of its first image>`: images sharing a duplicate_group (set
+    at upload) or near-duplicates (app.ml.near_duplicates, as at upload) share one."""
+    firsts = near_duplicates.groups([near_duplicates.parse(image.phash) for image in images],
+                                    joined=[image.duplicate_group for image in images])
+    return [f"g{images[first].id}" for first in firsts]
 
 
 @dataclass
