@@ -28,12 +28,14 @@ def celery_config(settings: Settings) -> dict:
     }
     if config["broker_url"].startswith("filesystem://"):
         folder = settings.broker_folder()
-        for sub in ("out", "processed"):
+        for sub in ("out", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "out"),
             "data_folder_out": str(folder / "out"),
             "processed_folder": str(folder / "processed"),
+            # kombu's default is `control` in the working directory (the repository)
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.5,
         }
