@@ -4,6 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.services.deployments import SLUG_PATTERN
+
 BACKBONE_NAMES = ("efficientnet_lite0",)
 
 
@@ -58,7 +60,7 @@ class TrainingIn(Strict):
 
 
 class DeploymentIn(Strict):
-    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    slug: str = Field(pattern=f"^{SLUG_PATTERN}$")
     public: bool = False
     threshold: float | None = Field(default=None, ge=0, le=1)
     log_images: bool = False

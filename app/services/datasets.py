@@ -318,6 +318,14 @@ def list_images(
     return list(rows), total
 
 
+def images_by_id(*, session: Session, project: Project, image_ids: list[int]) -> dict[int, Image]:
+    """The project's images among these ids, by id (ids of deleted images are left out)."""
+    if not image_ids:
+        return {}
+    query = select(Image).where(Image.project_id == project.id, Image.id.in_(image_ids))
+    return {image.id: image for image in session.scalars(query)}
+
+
 def get_owned_image(*, session: Session, owner: User, image_id: int) -> Image:
     """An image of one of the owner's projects, or NotFoundError."""
     image = session.scalar(

@@ -1,10 +1,16 @@
 """Model versions and the deployments that point at them."""
 
+import re
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from app.models import Deployment, ModelVersion, Project, User
-from app.services.errors import ConflictError, NotFoundError
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+
+# `-` is escaped so that the pattern also works as an HTML input's (the JavaScript `v` flag).
+SLUG_PATTERN = r"[a-z0-9][a-z0-9\-]{1,62}"
+SLUG_RULE = "a slug is 2 to 63 lowercase letters, digits or dashes, starting with a letter or digit"
 
 
 def list_models(*, session: Session, project: Project) -> list[ModelVersion]:
@@ -28,6 +34,7 @@ def create_deployment(
     threshold: float | None = None, log_images: bool = False,
 ) -> Deployment:
     """Deploy a model version under a new slug."""
+    check_slug(slug)
     if session.scalar(select(Deployment.id).where(Deployment.slug == slug)):
         raise ConflictError(f"the slug {slug!r} is taken; choose another")
     deployment = Deployment(
@@ -37,6 +44,12 @@ def create_deployment(
     session.add(deployment)
     session.flush()
     return deployment
+
+
+def check_slug(slug: str) -> None:
+    """InvalidInputError, saying the rule, unless the slug follows SLUG_PATTERN."""
+    if re.fullmatch(SLUG_PATTERN, slug) is None:
+        raise InvalidInputError(SLUG_RULE)
 
 
 def get_deployment(*, session: Session, slug: str) -> Deployment:

@@ -1,0 +1,12 @@
+"""HTML pages, one module per resource; `router` holds them all."""
+
+from fastapi import APIRouter
+
+from app.web.pages import auth, demo, images, models, projects, training
+from app.web.pages.common import SignInRequired
+
+router = APIRouter()
+for module in (auth, projects, images, training, models, demo):
+    router.include_router(module.router)
+
+__all__ = ["SignInRequired", "router"]

@@ -1,0 +1,129 @@
+"""What every page shares: templates, error pages, render and redirect, page dependencies."""
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from app.models import ModelVersion, Project, UserSession
+from app.services import auth, deployments, projects
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.web.deps import SESSION_COOKIE, SessionDep
+from app.web.paths import TEMPLATES_DIR
+
+templates = Jinja2Templates(directory=TEMPLATES_DIR)
+
+
+class SignInRequired(Exception):
+    """The page needs a signed-in user."""
+
+
+class PageRoute(APIRoute):
+    """Service errors on a page become a readable error page, never raw JSON."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except NotFoundError as exc:
+                return error_page(request, 404, "Not found", str(exc))
+            except (InvalidInputError, ConflictError) as exc:
+                return error_page(request, 400, "That did not work", str(exc))
+            except RequestValidationError as exc:
+                fields = ", ".join(str(e.get("loc", ["", "?"])[-1]) for e in exc.errors())
+                return error_page(request, 400, "Some fields are missing or invalid",
+                                  f"check: {fields}")
+
+        return handle
+
+
+def page_router() -> APIRouter:
+    """A router of HTML pages: out of the OpenAPI document, errors shown as pages."""
+    return APIRouter(include_in_schema=False, route_class=PageRoute)
+
+
+def render(request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=code)
+
+
+def redirect(url: str, **query) -> RedirectResponse:
+    query = {k: v for k, v in query.items() if v not in (None, "")}
+    return RedirectResponse(f"{url}?{urlencode(query)}" if query else url, status_code=303)
+
+
+def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    return render(request, "error.html", code=status, title=title, message=message,
+                  back=request.headers.get("referer"))
+
+
+def signed_in_context(user_session: UserSession, **context) -> dict:
+    return {"user": user_session.user, "csrf_token": user_session.csrf_token, **context}
+
+
+def project_context(session: Session, user_session: UserSession, project: Project,
+                    section: str, **context) -> dict:
+    return signed_in_context(user_session, project=project, section=section,
+                             counts=projects.image_counts(session=session, project=project),
+                             **context)
+
+
+# --- dependencies ---------------------------------------------------------------------------
+
+
+def page_session(request: Request, session: SessionDep) -> UserSession | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    return auth.user_session_for_token(session=session, token=token) if token else None
+
+
+PageSessionDep = Annotated[UserSession | None, Depends(page_session)]
+
+
+def signed_in(user_session: PageSessionDep) -> UserSession:
+    if user_session is None:
+        raise SignInRequired
+    return user_session
+
+
+SignedInDep = Annotated[UserSession, Depends(signed_in)]
+
+
+def csrf_form(*, max_files: int = 1000) -> Callable[..., Awaitable[FormData]]:
+    """A dependency: the posted form, once its csrf_token matches the signed-in session."""
+
+    async def checked_form(request: Request, user_session: SignedInDep) -> FormData:
+        form = await request.form(max_files=max_files)
+        sent = str(form.get("csrf_token", "")).encode()
+        if not secrets.compare_digest(sent, user_session.csrf_token.encode()):
+            raise InvalidInputError("the form expired: reload the page and try again")
+        return form
+
+    return checked_form
+
+
+CsrfFormDep = Annotated[FormData, Depends(csrf_form())]
+
+
+def page_project(project_id: int, session: SessionDep, user_session: SignedInDep) -> Project:
+    """The signed-in user's project of the page (the 404 page for anyone else)."""
+    return projects.get_project(session=session, owner=user_session.user, project_id=project_id)
+
+
+PageProjectDep = Annotated[Project, Depends(page_project)]
+
+
+def page_model(model_id: int, session: SessionDep, user_session: SignedInDep) -> ModelVersion:
+    """The signed-in user's model version of the page (the 404 page for anyone else)."""
+    return deployments.get_model(session=session, owner=user_session.user, model_id=model_id)
+
+
+PageModelDep = Annotated[ModelVersion, Depends(page_model)]

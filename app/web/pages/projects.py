@@ -1,0 +1,65 @@
+"""Project pages: the list, a new project with its labels, the overview, a new label."""
+
+from typing import Annotated
+
+from fastapi import Form, Request
+from fastapi.responses import HTMLResponse
+
+from app.services import curation, jobs, projects
+from app.web.deps import SessionDep, SettingsDep
+from app.web.pages.common import (
+    CsrfFormDep,
+    PageProjectDep,
+    SignedInDep,
+    page_router,
+    project_context,
+    redirect,
+    render,
+    signed_in_context,
+)
+
+router = page_router()
+
+
+@router.get("/projects", response_class=HTMLResponse)
+def project_list(request: Request, session: SessionDep, user_session: SignedInDep):
+    owned_projects = projects.list_projects(session=session, owner=user_session.user)
+    rows = [(p, projects.image_counts(session=session, project=p)) for p in owned_projects]
+    return render(request, "projects.html", **signed_in_context(user_session, rows=rows))
+
+
+@router.post("/projects")
+def project_create(form: CsrfFormDep, session: SessionDep, user_session: SignedInDep,
+                   name: Annotated[str, Form()] = "",
+                   label: Annotated[list[str], Form()] = (),
+                   query: Annotated[list[str], Form()] = ()):
+    project = projects.create_project(session=session, owner=user_session.user, name=name)
+    queries = list(query) + [""] * len(label)
+    for label_name, label_query in zip(label, queries, strict=False):
+        if label_name.strip():
+            projects.add_label(session=session, project=project, name=label_name,
+                               query=label_query.strip() or None)
+    session.commit()
+    return redirect(f"/projects/{project.id}")
+
+
+@router.get("/projects/{project_id}", response_class=HTMLResponse)
+def project_page(request: Request, project: PageProjectDep, session: SessionDep,
+                 user_session: SignedInDep, settings: SettingsDep, notice: str = ""):
+    project_jobs = jobs.list_jobs(session=session, project=project, limit=8)
+    for job in project_jobs:
+        jobs.fail_if_stale(job=job, stale_seconds=settings.job_stale_seconds)
+    session.commit()
+    return render(request, "project.html", **project_context(
+        session, user_session, project, "overview", jobs=project_jobs, notice=notice,
+        samples=curation.sample_images(session=session, project=project),
+        latest=curation.latest_model(session=session, project=project)))
+
+
+@router.post("/projects/{project_id}/labels")
+def label_add(form: CsrfFormDep, project: PageProjectDep, session: SessionDep,
+              name: Annotated[str, Form()] = "", query: Annotated[str, Form()] = ""):
+    label = projects.add_label(session=session, project=project, name=name,
+                               query=query.strip() or None)
+    session.commit()
+    return redirect(f"/projects/{project.id}", notice=f"added the label “{label.name}”")
