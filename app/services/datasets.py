@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.ml import near_duplicates
 from app.ml.images import ImageRejected, NormalisedImage, normalise_image
 from app.models import Image, Label, Project, User
 from app.services.errors import InvalidInputError, NotFoundError
@@ -18,7 +19,6 @@ from app.services.projects import add_label, clean_name, find_label
 from app.storage import LocalStorage
 
 IMAGE_STATUSES = ("active", "excluded")
-NEAR_DUPLICATE_DISTANCE = 5
 PROVENANCE = ("image_url", "page_url", "title", "provider", "query", "licence")
 SORTS = {
     "newest": Image.id.desc(),
@@ -137,7 +137,7 @@ def add_images(
     labels = {label.name.lower(): label for label in project.labels}
     seen: dict[str, int | Image] = _stored_hashes(session=session, project=project,
                                                   uploads=expanded)
-    hashes = _phash_index(session=session, project=project) if expanded else []
+    near = _near_duplicate_index(session=session, project=project) if expanded else None
     unnumbered: list[tuple[dict, Image]] = []  # entries whose image is not flushed yet
     for upload in expanded:
         if not upload.label:
@@ -177,15 +177,11 @@ def add_images(
             original_format=image.format,
             original_filename=upload.filename[-500:],
             source=source,
-            duplicate_group=_near_duplicate_group(session=session, hashes=hashes,
-                                                  phash=image.phash),
             **_provenance(upload.provenance),
         )
         session.add(row)
         seen[image.content_hash] = row
-        if row.phash:
-            hashes.append(_Hashed(id=None, phash=int(row.phash, 16), group=row.duplicate_group,
-                                  row=row))
+        _join_near_duplicates(session=session, near=near, row=row)
         entry = _entry(upload, image_id=None, label=label.name)
         result.added.append(entry)
         unnumbered.append((entry, row))
@@ -223,44 +219,70 @@ def _entry(upload: Upload, **values: Any) -> dict:
 @dataclass
 class _Hashed:
     id: int | None  # None until the new row is flushed
-    phash: int
     group: str | None
     row: Image | None = None  # the new row, for those added in this call
 
 
-def _phash_index(*, session: Session, project: Project) -> list[_Hashed]:
-    """The project's images' dhashes (parsed once) and groups, for near-duplicate lookups."""
+@dataclass
+class _NearDuplicateIndex:
+    """The project's hashed images, in id order, for near-duplicate lookups during an upload."""
+    index: near_duplicates.HashIndex = field(default_factory=near_duplicates.HashIndex)
+    images: list[_Hashed] = field(default_factory=list)  # by position in the index
+    members: dict[str, list[int]] = field(default_factory=dict)  # group -> positions
+
+    def add(self, value: int, image: _Hashed) -> None:
+        self.images.append(image)
+        self.index.add(value)
+        if image.group:
+            self.members.setdefault(image.group, []).append(len(self.images) - 1)
+
+
+def _near_duplicate_index(*, session: Session, project: Project) -> _NearDuplicateIndex:
+    """The project's images' dHashes (parsed once) and groups, indexed."""
     rows = session.execute(
         select(Image.id, Image.phash, Image.duplicate_group)
         .where(Image.project_id == project.id, Image.phash != "")
         .order_by(Image.id)
     )
-    return [_Hashed(id=id_, phash=int(phash, 16), group=group) for id_, phash, group in rows]
+    near = _NearDuplicateIndex()
+    for id_, phash, group in rows:
+        near.add(near_duplicates.parse(phash), _Hashed(id=id_, group=group))
+    return near
 
 
-def _near_duplicate_group(*, session: Session, hashes: list[_Hashed], phash: str) -> str | None:
-    """The group of the nearest image within NEAR_DUPLICATE_DISTANCE (that image joins it).
+def _join_near_duplicates(*, session: Session, near: _NearDuplicateIndex, row: Image) -> None:
+    """Put a new image in one group with the images within near_duplicates.DISTANCE of it.
 
-    A group is named after its first image (`g<id>`), as training's split names them.
-    Same distance as app.ml.images.dhash_distance, on hashes parsed once.
+    A group is a connected component, as training's split sees it: an image near two
+    groups joins them under the older one. A group is named after its first image (`g<id>`).
     """
-    if not phash:
-        return None
-    value = int(phash, 16)
-    best, best_distance = None, NEAR_DUPLICATE_DISTANCE + 1
-    for entry in hashes:
-        distance = (entry.phash ^ value).bit_count()
-        if distance < best_distance:
-            best, best_distance = entry, distance
-    if best is None:
-        return None
-    if best.group is None:
-        if best.id is None:  # a row added in this call: flush it for its id
+    value = near_duplicates.parse(row.phash)
+    if value is None:
+        return
+    neighbours = near.index.near(value)
+    if neighbours:
+        loose = [p for p in neighbours if near.images[p].group is None]
+        joined = {near.images[p].group for p in neighbours} - {None}
+        first = near.images[min(loose + [near.members[name][0] for name in joined])]
+        if first.group is None and first.id is None:  # added in this call: flush for its id
             session.flush()
-            best.id = best.row.id
-        best.group = f"g{best.id}"
-        (best.row or session.get(Image, best.id)).duplicate_group = best.group
-    return best.group
+            first.id = first.row.id
+        group = first.group or f"g{first.id}"
+        members = near.members.setdefault(group, [])
+        for old in joined - {group}:  # the image bridges groups: they become one
+            session.execute(update(Image).where(Image.project_id == row.project_id,
+                                                Image.duplicate_group == old)
+                            .values(duplicate_group=group))
+            members += near.members.pop(old)
+        for position in loose:
+            image = near.images[position]
+            (image.row or session.get(Image, image.id)).duplicate_group = group
+            members.append(position)
+        members.sort()
+        for position in members:
+            near.images[position].group = group
+        row.duplicate_group = group
+    near.add(value, _Hashed(id=None, group=row.duplicate_group, row=row))
 
 
 def duplicate_groups(*, session: Session, project: Project, limit: int = 200
