@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,13 +26,28 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(
         default=None, validation_alias=AliasChoices("STORAGE_URL", "KODIAK_STORAGE_URL")
     )
+    # S3-compatible storage (STORAGE_URL=s3://bucket/prefix): the endpoint of a store other
+    # than AWS (MinIO: http://minio:9000), and credentials (unset: boto3's own chain).
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    aws_access_key_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "KODIAK_S3_ACCESS_KEY_ID"),
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "KODIAK_S3_SECRET_ACCESS_KEY"),
+    )
     cookie_secure: bool = False
     session_days: int = 14
     max_upload_mb: int = 200
     max_predict_mb: int = 32
     max_zip_members: int = 20_000
     max_zip_total_mb: int = 1_000
-    max_image_pixels: int = 60_000_000
+    max_image_pixels: int = 60_000_000  # per image, from its header, before decoding
+    upload_pixels_per_request: int = 2_000_000_000  # decoded, all images of one upload
+    predict_pixels_per_request: int = 25_000_000  # decoded (JPEGs at draft scale), per request
+    predict_decode_threads: int = 2  # images of predictions decoded at once
     allow_loopback_downloads: bool = False
     download_max_mb: int = 20
     download_connect_timeout_s: float = 5
@@ -55,8 +70,15 @@ class Settings(BaseSettings):
     predict_burst_ip: int = 30
     predict_rate_per_s_key: float = 100.0
     predict_burst_key: int = 200
+    sign_in_failures_per_account: int = 10  # per sign_in_window_s, then 429 for that account
+    sign_in_failures_per_ip: int = 50  # per sign_in_window_s, then 429 for that client
+    sign_in_window_s: float = 900
+    sign_in_hashes_at_once: int = 4  # password hashes computed at once (argon2: 64 MB each)
     prediction_log_flush_s: float = 1.0
     job_stale_seconds: int = 600
+    job_requeue_seconds: int = 1800
+    job_max_deliveries: int = 3
+    job_sweep_seconds: float = 60
     demo_examples: int = 3
 
     def resolved_database_url(self) -> str:

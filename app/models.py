@@ -151,6 +151,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Sent to the queue `deliveries` times, last at `enqueued_at`: the sweeper resends a
+    # queued job the broker lost, a bounded number of times.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ModelVersion(Base):
@@ -245,3 +249,9 @@ class PredictionLog(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(16), default="file")
     image_key: Mapped[str | None] = mapped_column(String(300), default=None)
+
+
+# Ids are never reused after a delete (SQLite otherwise hands out max(id) + 1 again), so a
+# cache or a link keyed by an id can never reach a newer, different row.
+for _table in Base.metadata.tables.values():
+    _table.dialect_options["sqlite"]["autoincrement"] = True

@@ -8,6 +8,8 @@ TRAIN_TASK = "kodiak.train"
 SEARCH_TASK = "kodiak.search"
 IMPORT_TASK = "kodiak.url_import"
 LR_FIND_TASK = "kodiak.lr_find"
+TASK_OF_KIND = {"training": TRAIN_TASK, "lr_find": LR_FIND_TASK, "search": SEARCH_TASK,
+                "url_import": IMPORT_TASK}
 QUEUE_OF = {TRAIN_TASK: "train", SEARCH_TASK: "gather", IMPORT_TASK: "gather",
             LR_FIND_TASK: "train"}
 

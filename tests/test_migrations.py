@@ -45,3 +45,33 @@ def test_migrations_match_models_on_postgres():
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def test_sqlite_rebuild_keeps_rows_and_never_reuses_ids(tmp_path):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    command.upgrade(alembic_config(url), "0002")
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO user (id, email, password_hash, is_admin, created_at) "
+            "VALUES (1, 'a@example.com', 'x', 0, '2026-01-01 00:00:00')")
+        for project_id in (1, 2):
+            connection.exec_driver_sql(
+                "INSERT INTO project (id, owner_id, name, created_at) "
+                f"VALUES ({project_id}, 1, 'p{project_id}', '2026-01-01 00:00:00')")
+        connection.exec_driver_sql("INSERT INTO label (id, project_id, name, query, created_at) "
+                                   "VALUES (1, 2, 'grizzly', 'grizzly', '2026-01-01 00:00:00')")
+    engine.dispose()
+    command.upgrade(alembic_config(url), "heads")
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        # The rebuild of `project` did not cascade into `label`.
+        assert connection.exec_driver_sql("SELECT name FROM label").scalars().all() == ["grizzly"]
+        connection.exec_driver_sql("DELETE FROM project WHERE id = 2")
+        assert connection.exec_driver_sql("SELECT count(*) FROM label").scalar() == 0
+        connection.exec_driver_sql("INSERT INTO project (owner_id, name, created_at) "
+                                   "VALUES (1, 'new', '2026-01-02 00:00:00')")
+        new_id = connection.exec_driver_sql(
+            "SELECT id FROM project WHERE name = 'new'").scalar()
+    engine.dispose()
+    assert new_id == 3  # not 2 again

@@ -1,7 +1,9 @@
 """The Celery application of the workers (queues `gather` and `train`)."""
 
+import threading
+
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
 from app.queue import celery_config
@@ -18,3 +20,24 @@ def _limit_threads(**_kwargs) -> None:
         import torch
 
         torch.set_num_threads(settings.worker_threads)
+
+
+_sweeper_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_sweeper(**_kwargs) -> None:
+    """Each worker sweeps the job table now and then: silent running jobs fail, queued jobs
+    the broker lost are sent again (see `app.services.jobs.sweep`)."""
+    from app.db import make_engine, make_session_factory
+    from app.services.jobs import sweep_forever
+
+    factory = make_session_factory(make_engine(settings.resolved_database_url()))
+    threading.Thread(target=sweep_forever, name="kodiak-sweeper", daemon=True,
+                     kwargs={"factory": factory, "settings": settings,
+                             "stop": _sweeper_stop}).start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_kwargs) -> None:
+    _sweeper_stop.set()

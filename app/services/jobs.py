@@ -1,17 +1,18 @@
 """Job state in the database: created by the web, claimed and reported by workers."""
 
 import logging
+import threading
 import time
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
 from app.models import Job, Project, User, utcnow
-from app.queue import enqueue
+from app.queue import TASK_OF_KIND, enqueue
 from app.services.errors import NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def create_job(*, session: Session, project: Project, kind: str, params: dict) -
 
 def submit_job(*, session: Session, settings: Settings, job: Job, task: str) -> Job:
     """Commit the job, then enqueue it; a queue that does not answer fails the job at once."""
+    job.enqueued_at, job.deliveries = utcnow(), job.deliveries + 1
     session.commit()
     try:
         enqueue(settings, task, job.id)
@@ -61,13 +63,67 @@ def list_jobs(*, session: Session, project: Project, limit: int = 50) -> list[Jo
     return list(session.scalars(query))
 
 
-def fail_if_stale(*, job: Job, stale_seconds: int) -> None:
+def fail_if_stale(*, job: Job, stale_seconds: int, now=None) -> None:
     """A running job without a heartbeat for `stale_seconds` has lost its worker."""
+    now = now or utcnow()
     beat = job.heartbeat_at or job.started_at
-    if job.status == "running" and beat and utcnow() - beat > timedelta(seconds=stale_seconds):
+    if job.status == "running" and (beat is None or now - beat > timedelta(seconds=stale_seconds)):
         job.status = "failed"
         job.error = f"the worker stopped responding (no heartbeat for {stale_seconds} s)"
-        job.finished_at = utcnow()
+        job.finished_at = now
+
+
+def sweep(*, session: Session, settings: Settings) -> dict[str, int]:
+    """Fail running jobs whose worker went silent; resend queued jobs the broker lost.
+
+    A queued job still waiting `job_requeue_seconds` after it was sent is sent again (a
+    duplicate delivery is harmless: claims are exactly-once), at most `job_max_deliveries`
+    times in all; after that it fails with a message instead of waiting forever.
+    """
+    now = utcnow()
+    counts = {"failed_stale": 0, "requeued": 0, "failed_lost": 0}
+    silent = now - timedelta(seconds=settings.job_stale_seconds)
+    running = select(Job).where(Job.status == "running").with_for_update(skip_locked=True)
+    for job in session.scalars(running):
+        beat = job.heartbeat_at or job.started_at
+        if beat is None or beat < silent:
+            fail_if_stale(job=job, stale_seconds=settings.job_stale_seconds, now=now)
+            counts["failed_stale"] += 1
+    waited = now - timedelta(seconds=settings.job_requeue_seconds)
+    lost = select(Job).where(
+        Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < waited)
+    ).with_for_update(skip_locked=True)
+    resend = []
+    for job in session.scalars(lost):
+        if job.deliveries >= settings.job_max_deliveries:
+            job.status, job.finished_at = "failed", now
+            job.error = (f"the job queue lost this job ({job.deliveries} deliveries without "
+                         "a worker taking it); start it again")
+            counts["failed_lost"] += 1
+        else:
+            job.enqueued_at, job.deliveries = now, job.deliveries + 1
+            resend.append((job.id, TASK_OF_KIND[job.kind]))
+    session.commit()
+    for job_id, task in resend:
+        try:
+            enqueue(settings, task, job_id)
+            counts["requeued"] += 1
+        except Exception:
+            log.exception("could not resend job %s; the next sweep tries again", job_id)
+    if any(counts.values()):
+        log.info("job sweep: %s", counts)
+    return counts
+
+
+def sweep_forever(*, factory: sessionmaker[Session], settings: Settings,
+                  stop: threading.Event) -> None:
+    """Sweep every `job_sweep_seconds` until `stop` is set (a worker's daemon thread)."""
+    while not stop.wait(settings.job_sweep_seconds):
+        try:
+            with factory() as session:
+                sweep(session=session, settings=settings)
+        except Exception:
+            log.exception("job sweep failed; trying again in %s s", settings.job_sweep_seconds)
 
 
 def request_cancel(*, session: Session, job: Job) -> Job:
@@ -120,23 +176,48 @@ class JobReporter:
         self._detail_dirty = True
 
     def claim(self, *, stale_seconds: int) -> Job | None:
-        """Mark the job running, or None when it is finished or running elsewhere."""
+        """Mark the job running, or None when it is finished or running elsewhere.
+
+        One conditional UPDATE decides, so of two deliveries racing for the same job exactly
+        one wins: a queued job, or a running one whose worker went silent (redelivered after
+        a crash), is claimed; a running one with a fresh heartbeat is left to its worker.
+        """
+        now = utcnow()
+        silent_since = now - timedelta(seconds=min(stale_seconds, 60))
         with session_scope(self.factory) as session:
             job = session.get(Job, self.job_id)
             if job is None or job.status in TERMINAL:
                 return None
+            claimable = or_(
+                Job.status == "queued",
+                and_(Job.status == "running",
+                     or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < silent_since)),
+            )
             if job.cancel_requested:
-                job.status, job.finished_at = "cancelled", utcnow()
+                session.execute(
+                    update(Job).where(Job.id == self.job_id, claimable)
+                    .values(status="cancelled", finished_at=now, message="cancelled")
+                    .execution_options(synchronize_session=False)
+                )
                 return None
-            beat = job.heartbeat_at
-            if job.status == "running" and beat and utcnow() - beat < timedelta(
-                seconds=min(stale_seconds, 60)
-            ):
-                log.info("job %s is running elsewhere; skipping a redelivery", self.job_id)
+            claimed = session.execute(
+                update(Job).where(Job.id == self.job_id, claimable, ~Job.cancel_requested)
+                .values(status="running", started_at=now, heartbeat_at=now, progress=0.0,
+                        error=None, message="starting")
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if claimed != 1:
+                log.info("job %s is claimed elsewhere; skipping this delivery", self.job_id)
                 return None
-            job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
-            job.progress, job.error, job.message = 0.0, None, "starting"
+            session.refresh(job)
             return job
+
+    def _job(self, session: Session) -> Job:
+        """The job row; gone means its project was deleted while the job ran."""
+        job = session.get(Job, self.job_id)
+        if job is None:
+            raise JobAbandoned(f"job {self.job_id} was deleted with its project")
+        return job
 
     def progress(self, fraction: float, message: str, extra: dict | None = None) -> None:
         """Record progress and a heartbeat, at most every `interval` seconds."""
@@ -145,7 +226,7 @@ class JobReporter:
             return
         self._last_write = now
         with session_scope(self.factory) as session:
-            job = session.get(Job, self.job_id)
+            job = self._job(session)
             job.progress = max(0.0, min(1.0, float(fraction)))
             job.message = message[:500]
             job.heartbeat_at = utcnow()
@@ -160,7 +241,7 @@ class JobReporter:
         if now - max(self._last_write, self._last_check) >= self.interval:
             self._last_check = now
             with session_scope(self.factory) as session:
-                self._cancel = session.get(Job, self.job_id).cancel_requested
+                self._cancel = self._job(session).cancel_requested
         return self._cancel
 
     def finish(self, *, status: str, message: str = "", result: dict | None = None,
@@ -181,6 +262,11 @@ class JobReporter:
     def _finish(self, session: Session, *, status: str, message: str, result: dict | None,
                 error: str | None, own_session: bool) -> None:
         job = session.get(Job, self.job_id)
+        if job is None:
+            log.warning("job %s was deleted with its project; dropping %s", self.job_id, status)
+            if own_session:
+                return
+            raise JobAbandoned(f"job {self.job_id} was deleted with its project")
         if job.status in TERMINAL:
             # A worker that came back after its job was failed as stale does not overwrite
             # that outcome; inside the caller's transaction, its other rows roll back too.
