@@ -24,18 +24,16 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import DATA, REPO, RESULTS, bear_photos
 
-from tests.gather.loopback import serving  # noqa: E402
+from tests.gather.loopback import serving
 
-DATA = Path(os.environ.get("KODIAK_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 HOSTS = 16
 LATENCY = 0.1
 
 
 def photo_paths() -> list[str]:
-    return sorted(str(p.relative_to(DATA)) for p in (DATA / "bears").glob("*/*.jpg"))
+    return [str(p.relative_to(DATA)) for p in bear_photos()]
 
 
 def urls_for(bases: list[str], count: int) -> list[str]:
@@ -214,7 +212,7 @@ def main() -> None:
                    f"{platform.release()}, Python {platform.python_version()}; loopback; "
                    "shared with other jobs (see each run's load average)",
     }
-    out = REPO / "bench" / "results" / "gather.json"
+    out = RESULTS / "gather.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"wrote {out}")

@@ -9,7 +9,6 @@ import io
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -17,22 +16,19 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from common import RESULTS, bear_photos
 from PIL import Image as PILImage
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from app.cli import migrate  # noqa: E402
-from app.config import Settings  # noqa: E402
-from app.db import make_engine, make_session_factory  # noqa: E402
-from app.models import User  # noqa: E402
-from app.services import datasets, projects  # noqa: E402
-from app.storage import open_storage  # noqa: E402
-from app.web.main import create_app  # noqa: E402
+from app.cli import migrate
+from app.config import Settings
+from app.db import make_engine, make_session_factory
+from app.models import User
+from app.services import datasets, projects
+from app.storage import open_storage
+from app.web.main import create_app
 
 IMAGES = 2000
 RUNS = 5
-DATA = REPO.parent / "shared" / "data" / "bears"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 PAINT = """() => {
@@ -45,7 +41,7 @@ PAINT = """() => {
 
 def variants(count: int):
     """Distinct JPEGs made from the bear photos: crops, flips and re-encodings."""
-    paths = sorted(DATA.glob("*/*.jpg"))
+    paths = bear_photos()
     n = 0
     while n < count:
         for path in paths:
@@ -166,7 +162,7 @@ def main() -> None:
         "raw": figures,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "raw"}, indent=2))
-    (REPO / "bench" / "results" / "grid.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "grid.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

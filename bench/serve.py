@@ -24,11 +24,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import REPO, RESULTS, bear_labels, bear_photos
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("KODIAK_DATA_DIR", REPO.parent / "shared" / "data"))
-RESULTS = REPO / "bench" / "results" / "serve.json"
 CLIENTS = 16
 
 
@@ -119,9 +116,8 @@ def train_model(out: Path) -> tuple[dict, list[str], list[Path]]:
     from app.ml.export import export_model
     from app.ml.train import Recipe, Sample, train_classifier
 
-    root = DATA / "bears"
-    labels = sorted(p.name for p in root.iterdir() if p.is_dir())
-    photos = [p for label in labels for p in sorted((root / label).glob("*.jpg"))[::5]]
+    labels = bear_labels()
+    photos = [p for label in labels for p in bear_photos(label)[::5]]
     samples = [Sample(key=str(p), label=labels.index(p.parent.name)) for p in photos]
     result = train_classifier(samples=samples, labels=labels,
                               read_bytes=lambda key: Path(key).read_bytes(),
@@ -263,7 +259,7 @@ def main() -> None:
         export_fastai_learner(model_dir, train_photos, labels)
         prepare_kodiak(work / "home", model_dir, meta)
         photos = [p.read_bytes() for label in labels
-                  for p in sorted((DATA / "bears" / label).glob("*.jpg"))[2::5][:40]]
+                  for p in bear_photos(label)[2::5][:40]]
         results = {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("KODIAK_")}
         servers = {
@@ -323,8 +319,8 @@ def main() -> None:
     print(f"Kodiak vs eager PyTorch: {report['ratio']}x throughput, "
           f"{report['latency_ratio']}x lower p50; vs fastai: {report['fastai_ratio']}x "
           f"throughput")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

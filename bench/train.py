@@ -16,7 +16,6 @@ of bears/review_notes.csv on one side.
 """
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -26,32 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("KODIAK_DATA_DIR", REPO.parent / "shared" / "data"))
-RESULTS = REPO / "bench" / "results" / "train.json"
+from common import BEARS, RESULTS, bear_samples
+
 SEED, VALID_PCT = 42, 0.2
-
-
-def bear_samples(root: Path):
-    """All bear photos with their duplicate groups from review_notes.csv."""
-    from app.ml.train import Sample
-
-    labels = sorted(p.name for p in root.iterdir() if p.is_dir())
-    with open(root / "review_notes.csv", newline="") as f:
-        groups = {row["file"]: row["group"] for row in csv.DictReader(f) if row["group"]}
-    samples = [
-        Sample(key=str(path), label=i, group=groups.get(f"{label}/{path.name}"))
-        for i, label in enumerate(labels)
-        for path in sorted((root / label).glob("*.jpg"))
-    ]
-    return samples, labels
 
 
 def run_kodiak(epochs: int) -> dict:
     from app.ml.train import Recipe, train_classifier
 
-    samples, labels = bear_samples(DATA / "bears")
+    samples, labels = bear_samples()
     tick = time.perf_counter()
     result = train_classifier(samples=samples, labels=labels,
                               read_bytes=lambda key: Path(key).read_bytes(),
@@ -92,7 +74,7 @@ def run_fastai(epochs: int) -> dict:
     from app.ml.train import split_samples
 
     torch.manual_seed(SEED)
-    samples, _labels = bear_samples(DATA / "bears")
+    samples, _labels = bear_samples()
     _train, valid = split_samples(samples, valid_pct=VALID_PCT, seed=SEED)
     paths = [Path(s.key) for s in samples]
     block = DataBlock(
@@ -101,7 +83,7 @@ def run_fastai(epochs: int) -> dict:
         item_tfms=RandomResizedCrop(224, min_scale=0.5),
         batch_tfms=[*aug_transforms(), Normalize.from_stats([0.5] * 3, [0.5] * 3)],
     )
-    dls = block.dataloaders(DATA / "bears", seed=SEED)
+    dls = block.dataloaders(BEARS, seed=SEED)
     timm_model = imagenet_model("efficientnet_lite0")  # the same mapped ImageNet weights
     timm_model.reset_classifier(0)
     body = TimmBody(timm_model, True, None, 3)
@@ -191,7 +173,7 @@ def main() -> None:
             ratio=round(baseline["wall_s"] / kodiak["wall_s"], 1),
         )
         print(f"ratio (fastai time / Kodiak time): {results['ratio']}x", flush=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "train.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

@@ -5,31 +5,15 @@ Data: $KODIAK_DATA_DIR (default ../shared/data next to the repo).
 """
 
 import argparse
-import csv
 import json
-import os
 import resource
 import time
 from pathlib import Path
 
+from common import bear_samples
+
 import app.ml.train as train_module
-from app.ml.train import Recipe, Sample, train_classifier
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("KODIAK_DATA_DIR", REPO.parent / "shared" / "data"))
-
-
-def bear_samples(root: Path) -> tuple[list[Sample], list[str]]:
-    """All bear photos with their near-duplicate groups from review_notes.csv."""
-    labels = sorted(p.name for p in root.iterdir() if p.is_dir())
-    with open(root / "review_notes.csv", newline="") as f:
-        groups = {row["file"]: row["group"] for row in csv.DictReader(f) if row["group"]}
-    samples = [
-        Sample(key=str(path), label=i, group=groups.get(f"{label}/{path.name}"))
-        for i, label in enumerate(labels)
-        for path in sorted((root / label).glob("*.jpg"))
-    ]
-    return samples, labels
+from app.ml.train import Recipe, train_classifier
 
 
 def main() -> None:
@@ -39,7 +23,7 @@ def main() -> None:
     parser.add_argument("--augment-views", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    samples, labels = bear_samples(DATA / "bears")
+    samples, labels = bear_samples()
     rows = []
     modes = ["bf16", "fp32"] if args.fp32 else ["auto"]
     bf16_check = train_module._cpu_has_fast_bf16
