@@ -21,6 +21,21 @@ COLUMNS = ("file", "label", "status", "source", "image_url", "page_url", "title"
            "query", "licence", "width", "height", "content_hash", "created_at")
 UNLABELLED = "_unlabelled"
 SOURCES = ("upload", "search", "url", "import")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that a spreadsheet shows as text: a leading quote before a formula start
+    (and before a leading quote, so that unquote_cell gets every value back)."""
+    if isinstance(value, str) and value.startswith((*FORMULA_STARTS, "'")):
+        return "'" + value
+    return value
+
+
+def unquote_cell(value: str) -> str:
+    """The value spreadsheet_safe() quoted."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(
+        (*FORMULA_STARTS, "'")) else value
 
 
 def folder_name(label: str | None) -> str:
@@ -46,14 +61,15 @@ def export_dataset(*, session: Session, storage: LocalStorage, project: Project,
             label = image.label.name if image.label else None
             path = f"{folder_name(label)}/{image.id}.jpg"
             archive.writestr(path, storage.read(image.storage_key))
-            writer.writerow({
+            row = {
                 "file": path, "label": label or "", "status": image.status,
                 "source": image.source, "image_url": image.image_url or "",
                 "page_url": image.page_url or "", "title": image.title or "",
                 "provider": image.provider or "", "query": image.query or "",
                 "licence": image.licence or "", "width": image.width, "height": image.height,
                 "content_hash": image.content_hash, "created_at": image.created_at.isoformat(),
-            })
+            }
+            writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
         archive.writestr(PROVENANCE, rows.getvalue())
     out.seek(0)
     return out
@@ -77,7 +93,9 @@ def read_provenance(archive: zipfile.ZipFile) -> dict[str, dict]:
     with archive.open(info) as handle:
         text = handle.read(MAX_PROVENANCE_BYTES + 1).decode("utf-8-sig", errors="replace")
     prefix = name[: -len(PROVENANCE)]
-    return {prefix + row.get("file", ""): row for row in csv.DictReader(io.StringIO(text))}
+    rows = ({name: unquote_cell(value) if isinstance(value, str) else value
+             for name, value in row.items()} for row in csv.DictReader(io.StringIO(text)))
+    return {prefix + row.get("file", ""): row for row in rows}
 
 
 def import_dataset(*, session: Session, storage: LocalStorage, project: Project, data: bytes,
