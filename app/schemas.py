@@ -4,9 +4,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.services.curation import MAX_BULK
+from app.services.datasets import IMAGE_STATUSES
 from app.services.deployments import SLUG_PATTERN
+from app.services.gathering import MAX_IMAGES, MAX_URLS
+from app.services.projects import MAX_NAME
 
 BACKBONE_NAMES = ("efficientnet_lite0",)
+ImageStatus = Literal[IMAGE_STATUSES]  # type: ignore[valid-type]
 
 
 class Strict(BaseModel):
@@ -29,18 +34,36 @@ class ApiKeyIn(Strict):
 
 
 class ProjectIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     labels: list[str] = Field(default_factory=list, max_length=100)
 
 
 class LabelIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     query: str | None = Field(default=None, max_length=500)
 
 
 class ImagePatch(Strict):
     label: str | None = None
-    status: Literal["active", "excluded"] | None = None
+    status: ImageStatus | None = None
+
+
+class BulkIn(Strict):
+    image_ids: list[int] = Field(min_length=1, max_length=MAX_BULK)
+    label: str | None = Field(default=None, max_length=MAX_NAME)
+    status: ImageStatus | None = None
+
+
+class SearchIn(Strict):
+    label: str = Field(min_length=1, max_length=MAX_NAME)
+    query: str | None = Field(default=None, max_length=500)
+    max_images: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
+    provider: str | None = Field(default=None, max_length=50)
+
+
+class UrlImportIn(Strict):
+    label: str = Field(min_length=1, max_length=MAX_NAME)
+    urls: list[str] = Field(min_length=1, max_length=MAX_URLS)
 
 
 class TrainingIn(Strict):

@@ -1,26 +1,17 @@
 """Curation API: bulk relabel/exclude with undo, review queue, thumbnails, export and import."""
 
-from typing import Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from app.schemas import BulkIn
 from app.services import curation, datasets, exports
 from app.web.deps import ProjectDep, SessionDep, SettingsDep, StorageDep, UserDep
 
 router = APIRouter(prefix="/api/v1")
-
-
-class BulkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    image_ids: list[int] = Field(min_length=1, max_length=curation.MAX_BULK)
-    label: str | None = Field(default=None, max_length=200)
-    status: Literal["active", "excluded"] | None = None
 
 
 @router.post("/projects/{project_id}/images/bulk")

@@ -1,28 +1,14 @@
 """Gathering endpoints of API v1: web image search, URL-list import, duplicates, results."""
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import SearchResult
+from app.schemas import SearchIn, UrlImportIn
 from app.services import datasets, gathering, jobs
 from app.web.api import image_out
 from app.web.deps import ProjectDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1")
-
-
-class SearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    label: str = Field(min_length=1, max_length=200)
-    query: str | None = Field(default=None, max_length=500)
-    max_images: int | None = Field(default=None, ge=1, le=gathering.MAX_IMAGES)
-    provider: str | None = Field(default=None, max_length=50)
-
-
-class UrlImportIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    label: str = Field(min_length=1, max_length=200)
-    urls: list[str] = Field(min_length=1, max_length=gathering.MAX_URLS)
 
 
 def search_result_out(row: SearchResult) -> dict:

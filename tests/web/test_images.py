@@ -54,7 +54,7 @@ def test_upload_files_with_label_and_duplicates(client, admin, project, data_dir
     body = first.json()
     assert len(body["added"]) == 3 and body["duplicates"] == [] and body["rejected"] == []
     again = upload(client, admin, project["id"], files[:2], label="black").json()
-    assert again["added"] == []
+    assert again["added"] == [] and len(again["duplicates"]) == 2
     assert {d["image_id"] for d in again["duplicates"]} <= {a["image_id"] for a in body["added"]}
     assert client.get(f"/api/v1/projects/{project['id']}", headers=admin).json()[
         "image_counts"] == {"grizzly": 3, "black": 0}

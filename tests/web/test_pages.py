@@ -5,7 +5,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from app.models import ImagePrediction, Job, ModelVersion, Project
+from app.models import ImagePrediction, Job, ModelVersion
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 
@@ -68,8 +68,10 @@ def test_grid_lists_images_with_thumbnails_and_filters(client, bears):
     thumb = re.search(r'src="(/api/v1/images/\d+/thumb\?size=\d+)"', page.text).group(1)
     image = client.get(thumb)
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
-    paged = client.get(f"/projects/{bears}/images?per=12&page=1")
-    assert paged.text.count('class="tile') == 8
+    first = client.get(f"/projects/{bears}/images?per=12&page=1")
+    assert first.text.count('class="tile') == 8
+    beyond = client.get(f"/projects/{bears}/images?per=12&page=2")
+    assert beyond.status_code == 200 and beyond.text.count('class="tile') == 0
 
 
 def test_labels_from_the_web_are_escaped(client, csrf):
@@ -196,6 +198,33 @@ def test_models_page_deploys_and_rolls_back(client, settings, csrf, bears):
     rolled = client.post("/deployments/my-bears", data={
         "csrf_token": csrf, "model_id": first, "public": "false"})
     assert f"my-bears now serves model #{first} (private)" in rolled.text
+    tidied = client.post(f"/projects/{bears}/deploy", data={
+        "csrf_token": csrf, "model_id": first, "slug": "  Big-Bears "})
+    assert "deployed as big-bears" in tidied.text
+
+
+def test_the_slug_rule_is_one_rule_for_form_page_and_api(client, settings, csrf, bears):
+    from app.schemas import DeploymentIn
+    from app.services.deployments import SLUG_PATTERN, SLUG_RULE
+
+    model_id = make_model(settings, bears, grizzly_ids(client, csrf, bears)[:1])
+    page = client.get(f"/projects/{bears}/models")
+    assert f'pattern="{SLUG_PATTERN}"' in page.text and f'title="{SLUG_RULE}"' in page.text
+    assert DeploymentIn.model_json_schema()["properties"]["slug"]["pattern"] == \
+        f"^{SLUG_PATTERN}$"
+    for slug, ok in (("ab", True), ("0-bears-", True), ("a" * 63, True), ("a", False),
+                     ("a" * 64, False), ("-bears", False), ("bears!", False),
+                     ("my_bears", False)):
+        form = client.post(f"/projects/{bears}/deploy", data={
+            "csrf_token": csrf, "model_id": model_id, "slug": slug})
+        api = client.post(f"/api/v1/models/{model_id}/deployments", json={"slug": slug},
+                          headers={"X-CSRF-Token": csrf})
+        if ok:
+            assert form.status_code == 200 and f"deployed as {slug}" in form.text, slug
+            assert api.status_code == 409, slug  # taken by the form just before
+        else:
+            assert form.status_code == 400 and SLUG_RULE in form.text, slug
+            assert api.status_code == 422, slug
 
 
 def test_duplicates_and_failed_pages(client, settings, csrf, bears):
@@ -222,9 +251,47 @@ def test_duplicates_and_failed_pages(client, settings, csrf, bears):
     assert 'href="javascript:' not in failed.text
 
 
-def test_someone_elses_project_is_not_found(client, other_user, bears):
+def test_someone_elses_project_and_models_are_not_found(client, settings, other_user, csrf,
+                                                       bears):
+    model_id = make_model(settings, bears, grizzly_ids(client, csrf, bears)[:1])
     client.cookies.clear()
-    client.post("/login", data={"email": "other@example.com", "password": "other-password"})
-    assert client.get(f"/projects/{bears}").status_code == 404
-    assert client.get(f"/projects/{bears}/images").status_code == 404
-    assert Project  # imported for the schema
+    signed_in = client.post("/login", data={"email": "other@example.com",
+                                            "password": "other-password"})
+    assert signed_in.status_code == 200 and "New project" in signed_in.text
+    for path in (f"/projects/{bears}", f"/projects/{bears}/images", f"/projects/{bears}/train",
+                 f"/projects/{bears}/models", f"/models/{model_id}"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and "<h1>Not found</h1>" in answer.text, path
+    token = re.search(r'name="csrf-token" content="([^"]+)"', signed_in.text).group(1)
+    label = client.post(f"/projects/{bears}/labels", data={"name": "x", "csrf_token": token})
+    assert label.status_code == 404
+    deploy = client.post(f"/projects/{bears}/deploy", data={
+        "csrf_token": token, "model_id": model_id, "slug": "stolen"})
+    assert deploy.status_code == 404
+
+
+def test_every_form_checks_its_csrf_token(client, settings, csrf, bears):
+    """Each POST page but sign-in refuses a wrong token (a new form must use CsrfFormDep)."""
+    from app.web import pages
+
+    model_id = make_model(settings, bears, grizzly_ids(client, csrf, bears)[:1])
+    deployed = client.post(f"/projects/{bears}/deploy", data={
+        "csrf_token": csrf, "model_id": model_id, "slug": "csrf-bears"})
+    assert deployed.status_code == 200
+    forms = {"/logout": "/logout", "/projects": "/projects",
+             "/projects/{project_id}/labels": f"/projects/{bears}/labels",
+             "/projects/{project_id}/upload": f"/projects/{bears}/upload",
+             "/projects/{project_id}/import": f"/projects/{bears}/import",
+             "/projects/{project_id}/train": f"/projects/{bears}/train",
+             "/models/{model_id}/retrain": f"/models/{model_id}/retrain",
+             "/projects/{project_id}/deploy": f"/projects/{bears}/deploy",
+             "/deployments/{slug}": "/deployments/csrf-bears"}
+    posted = {route.path for module in (pages.auth, pages.projects, pages.images,
+                                        pages.training, pages.models, pages.demo)
+              for route in module.router.routes if "POST" in route.methods}
+    assert posted - {"/login"} == set(forms)
+    for url in forms.values():
+        answer = client.post(url, data={"csrf_token": "x", "name": "teddy", "slug": "x-bears",
+                                        "model_id": model_id})
+        assert answer.status_code == 400 and "reload the page" in answer.text, url
+    assert client.get("/projects").status_code == 200  # still signed in

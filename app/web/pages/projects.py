@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 
-from app.services import curation, jobs, projects
+from app.services import curation, gathering, jobs, projects
 from app.web.deps import SessionDep, SettingsDep
 from app.web.pages.common import (
     CsrfFormDep,
@@ -53,7 +53,8 @@ def project_page(request: Request, project: PageProjectDep, session: SessionDep,
     return render(request, "project.html", **project_context(
         session, user_session, project, "overview", jobs=project_jobs, notice=notice,
         samples=curation.sample_images(session=session, project=project),
-        latest=curation.latest_model(session=session, project=project)))
+        latest=curation.latest_model(session=session, project=project),
+        max_images=gathering.MAX_IMAGES, default_images=settings.search_max_images))
 
 
 @router.post("/projects/{project_id}/labels")
