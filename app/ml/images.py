@@ -3,17 +3,52 @@
 import hashlib
 import io
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 WHITE = (255, 255, 255)
+UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F"}
 
 
 class ImageRejected(ValueError):
     """The bytes are not an image this app accepts; str(exc) says why, for a person."""
+
+
+class PixelBudget:
+    """The pixels one request may decode in all, shared by its images (thread-safe).
+
+    Each image takes the pixels its decoder allocates (after JPEG draft scaling), before
+    decoding; an image that would go past the total is refused and takes nothing.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.left = total
+        self._lock = threading.Lock()
+
+    def take(self, pixels: int) -> None:
+        """Count `pixels` against the budget, or raise ImageRejected saying why."""
+        with self._lock:
+            if pixels > self.left:
+                raise ImageRejected(
+                    f"too many pixels to decode in one request: this image needs "
+                    f"{_megapixels(pixels)} megapixels and {_megapixels(self.left)} of the "
+                    f"request's {_megapixels(self.total)} are left; send fewer or smaller images"
+                )
+            self.left -= pixels
 
 
 @dataclass(frozen=True)
@@ -27,10 +62,15 @@ class NormalisedImage:
 
 
 def normalise_image(
-    data: bytes, *, max_pixels: int = 60_000_000, min_side: int = 32, max_side: int = 1024
+    data: bytes, *, max_pixels: int = 60_000_000, min_side: int = 32, max_side: int = 1024,
+    budget: PixelBudget | None = None,
 ) -> NormalisedImage:
-    """Verify untrusted bytes and return an upright RGB JPEG (quality 90) at most max_side."""
-    image, fmt = _decode(data, max_pixels=max_pixels, draft_size=max_side, square_draft=True)
+    """Verify untrusted bytes and return an upright RGB JPEG (quality 90) at most max_side.
+
+    max_pixels bounds the image's header dimensions; budget, the request's decoded pixels.
+    """
+    image, fmt = _decode(data, max_pixels=max_pixels, draft_size=max_side, square_draft=True,
+                         budget=budget)
     width, height = image.size
     if width < min_side or height < min_side:
         raise ImageRejected(
@@ -55,14 +95,18 @@ def normalise_image(
 
 
 def decode_rgb(
-    data: bytes, *, max_pixels: int = 60_000_000, draft_size: int | None = None
+    data: bytes, *, max_pixels: int = 60_000_000, draft_size: int | None = None,
+    budget: PixelBudget | None = None,
 ) -> Image.Image:
     """Verify untrusted bytes and return an upright RGB image (no size floor, no re-encode).
 
-    draft_size lets a large JPEG decode at a reduced DCT scale whose short side stays at or
-    above draft_size (pass the preprocessing's resize); None decodes at full size.
+    draft_size decodes only what a resize to that short side needs: a large JPEG decodes
+    at a reduced DCT scale whose short side stays at or above draft_size, and any image
+    whose short side is at least twice that is box-reduced by a whole factor (keeping at
+    least twice draft_size) before its colour conversion. None decodes at full size.
     """
-    image, _ = _decode(data, max_pixels=max_pixels, draft_size=draft_size, square_draft=False)
+    image, _ = _decode(data, max_pixels=max_pixels, draft_size=draft_size, square_draft=False,
+                       budget=budget)
     return image
 
 
@@ -78,14 +122,20 @@ def dhash_distance(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
+def _megapixels(pixels: int) -> str:
+    return f"{max(0, pixels) / 1e6:.3g}"
+
+
 def _decode(
-    data: bytes, *, max_pixels: int, draft_size: int | None, square_draft: bool
+    data: bytes, *, max_pixels: int, draft_size: int | None, square_draft: bool,
+    budget: PixelBudget | None,
 ) -> tuple[Image.Image, str]:
     if not data:
         raise ImageRejected("empty file")
     try:
         return _decode_unchecked(
-            data, max_pixels=max_pixels, draft_size=draft_size, square_draft=square_draft
+            data, max_pixels=max_pixels, draft_size=draft_size, square_draft=square_draft,
+            budget=budget,
         )
     except ImageRejected:
         raise
@@ -94,7 +144,8 @@ def _decode(
 
 
 def _decode_unchecked(
-    data: bytes, *, max_pixels: int, draft_size: int | None, square_draft: bool
+    data: bytes, *, max_pixels: int, draft_size: int | None, square_draft: bool,
+    budget: PixelBudget | None,
 ) -> tuple[Image.Image, str]:
     limit = f"limit {max_pixels / 1e6:g} megapixels"
     with warnings.catch_warnings():
@@ -113,15 +164,28 @@ def _decode_unchecked(
         raise ImageRejected(f"image too large: {width}x{height} pixels ({limit})")
     if width < 1 or height < 1:
         raise ImageRejected(f"image has no pixels: {width}x{height}")
-    if draft_size and fmt == "JPEG":
+    if draft_size and fmt in ("JPEG", "MPO"):  # DCT scaling: decode at 1/2, 1/4 or 1/8
         square = (draft_size, draft_size)
         image.draft(image.mode, square if square_draft else _short_side(width, height, draft_size))
+    if budget is not None:
+        budget.take(image.width * image.height)  # what load() allocates, after any draft
     try:
         image.load()
     except OSError as exc:
         raise ImageRejected("image is truncated or corrupt") from exc
-    image = ImageOps.exif_transpose(image) or image
-    return _to_rgb(image), fmt
+    upright = UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
+    factor = _reduce_factor(image, draft_size) if draft_size and not square_draft else 1
+    if factor > 1 and image.mode in REDUCIBLE_MODES:
+        image, factor = image.reduce(factor), 1  # before the colour conversion copies it
+    image = _to_rgb(image)
+    if factor > 1:  # modes reduce() cannot average (palette, 16-bit grey) are RGB by now
+        image = image.reduce(factor)
+    return (image.transpose(upright) if upright else image), fmt
+
+
+def _reduce_factor(image: Image.Image, short_side: int) -> int:
+    """The whole factor that keeps the short side at least twice short_side (at least 1)."""
+    return max(1, min(image.size) // (2 * short_side))
 
 
 def _short_side(width: int, height: int, short_side: int) -> tuple[int, int]:

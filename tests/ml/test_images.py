@@ -1,13 +1,21 @@
 import csv
 import io
 import random
+import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.ml.images import ImageRejected, decode_rgb, dhash_distance, normalise_image
+from app.ml.images import (
+    ImageRejected,
+    PixelBudget,
+    decode_rgb,
+    dhash_distance,
+    normalise_image,
+)
 
 REJECTED = {"truncated.jpg", "empty.jpg", "not_an_image.jpg", "html_error_page.jpg",
             "one_pixel.jpg", "one_pixel.png", "extreme_aspect_2000x12.jpg",
@@ -116,3 +124,82 @@ def test_random_and_mangled_bytes_only_ever_raise_image_rejected(data_dir):
             decode_rgb(blob)
         except ImageRejected:
             pass
+
+
+def flat_png(width: int, height: int, rgb=(200, 120, 40)) -> bytes:
+    """An RGB PNG of one flat colour, a few hundred KB however many pixels it has.
+
+    Built row block by row block (after a full flush, deflate repeats itself byte for
+    byte), so a 64-megapixel PNG takes a fraction of a second and no 192 MB buffer.
+    """
+    row = b"\x00" + bytes(rgb) * width
+    rows_per_block = max(1, 2**20 // len(row))
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = deflate.compress(row * rows_per_block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    blocks, rest = divmod(height, rows_per_block)
+    tail = deflate.compress(row * rest) + deflate.flush()
+    checksum = 1
+    for _ in range(height):
+        checksum = zlib.adler32(row, checksum)
+    idat = b"\x78\xda" + block * blocks + tail + struct.pack(">I", checksum)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+def encoded(image: Image.Image, fmt: str, **params) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **params)
+    return out.getvalue()
+
+
+def test_flat_png_is_a_real_png():
+    data = flat_png(300, 200)
+    image = decode_rgb(data)
+    assert image.size == (300, 200) and image.getpixel((299, 199)) == (200, 120, 40)
+
+
+def test_pixel_budget_counts_and_refuses_without_taking():
+    budget = PixelBudget(1000)
+    budget.take(600)
+    with pytest.raises(ImageRejected, match="too many pixels to decode in one request"):
+        budget.take(401)
+    budget.take(400)
+    assert budget.left == 0
+
+
+def test_a_flat_64_megapixel_png_is_refused_by_the_budget_before_decoding():
+    data = flat_png(8000, 8000)
+    assert len(data) < 1_000_000
+    budget = PixelBudget(25_000_000)
+    tick = time.perf_counter()
+    with pytest.raises(ImageRejected, match="needs 64 megapixels"):
+        decode_rgb(data, max_pixels=100_000_000, draft_size=256, budget=budget)
+    assert time.perf_counter() - tick < 0.5  # refused from the header, never inflated
+    assert budget.left == 25_000_000
+
+
+def test_a_large_jpeg_takes_only_its_draft_pixels():
+    data = encoded(Image.new("RGB", (8000, 6000), (40, 90, 160)), "JPEG", quality=70)
+    budget = PixelBudget(1_000_000)  # far below the 48 megapixels of a full decode
+    image = decode_rgb(data, draft_size=256, budget=budget)
+    assert image.size == (1000, 750)  # DCT-scaled to 1/8 while decoding
+    assert budget.total - budget.left == 1000 * 750
+
+
+def test_other_formats_are_reduced_before_the_resize_and_stay_upright():
+    image = Image.linear_gradient("L").resize((2400, 1200)).convert("RGB")
+    png = decode_rgb(encoded(image, "PNG", compress_level=1), draft_size=256)
+    assert png.size == (1200, 600)  # short side kept at least twice the draft size
+    palette = decode_rgb(encoded(image.convert("P"), "PNG", compress_level=1), draft_size=256)
+    assert palette.size == (1200, 600) and palette.mode == "RGB"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: shown upright it is portrait
+    rotated = decode_rgb(encoded(image, "PNG", compress_level=1, exif=exif), draft_size=256)
+    assert rotated.size == (600, 1200)
+    assert decode_rgb(encoded(image, "PNG", compress_level=1)).size == (2400, 1200)
