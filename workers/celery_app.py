@@ -3,7 +3,14 @@
 import threading
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from app.config import get_settings
 from app.queue import celery_config
@@ -41,3 +48,30 @@ def _start_sweeper(**_kwargs) -> None:
 @worker_shutdown.connect
 def _stop_sweeper(**_kwargs) -> None:
     _sweeper_stop.set()
+
+
+@setup_logging.connect
+def _logging(**_kwargs) -> None:
+    """The same log lines as the web (JSON with KODIAK_LOG_FORMAT=json), with job ids."""
+    from app.observability import configure_logging
+
+    configure_logging(settings)
+
+
+_job_tokens: dict[str, object] = {}
+
+
+@task_prerun.connect
+def _job_id_in_logs(task_id=None, args=None, **_kwargs) -> None:
+    from app.observability import job_id
+
+    if args and isinstance(args[0], int):
+        _job_tokens[task_id] = job_id.set(args[0])
+
+
+@task_postrun.connect
+def _job_id_out_of_logs(task_id=None, **_kwargs) -> None:
+    from app.observability import job_id
+
+    if (token := _job_tokens.pop(task_id, None)) is not None:
+        job_id.reset(token)

@@ -133,7 +133,8 @@ def test_sweep_fails_silent_running_jobs(factory, job_id, settings):
     jobs.JobReporter(factory, job_id).claim(stale_seconds=600)
     with factory() as session:
         assert jobs.sweep(session=session, settings=settings)["failed_stale"] == 0
-    _age(factory, job_id, heartbeat_at=utcnow() - timedelta(seconds=settings.job_stale_seconds + 5))
+    silent = timedelta(seconds=settings.job_stale_seconds + 5)
+    _age(factory, job_id, heartbeat_at=utcnow() - silent)
     with factory() as session:
         assert jobs.sweep(session=session, settings=settings)["failed_stale"] == 1
     assert status(factory, job_id) == "failed"
@@ -142,17 +143,18 @@ def test_sweep_fails_silent_running_jobs(factory, job_id, settings):
 def test_sweep_resends_a_lost_queued_job_then_fails_it(factory, job_id, settings, monkeypatch):
     sent = []
     monkeypatch.setattr(jobs, "enqueue", lambda _settings, task, *args: sent.append((task, args)))
+    waited = timedelta(seconds=settings.job_requeue_seconds + 1)
     _age(factory, job_id, enqueued_at=utcnow(), deliveries=1)
     with factory() as session:
         assert jobs.sweep(session=session, settings=settings)["requeued"] == 0
     for delivery in range(2, settings.job_max_deliveries + 1):
-        _age(factory, job_id, enqueued_at=utcnow() - timedelta(seconds=settings.job_requeue_seconds + 1))
+        _age(factory, job_id, enqueued_at=utcnow() - waited)
         with factory() as session:
             assert jobs.sweep(session=session, settings=settings)["requeued"] == 1
         with factory() as session:
             assert session.get(Job, job_id).deliveries == delivery
     assert sent == [("kodiak.train", (job_id,))] * (settings.job_max_deliveries - 1)
-    _age(factory, job_id, enqueued_at=utcnow() - timedelta(seconds=settings.job_requeue_seconds + 1))
+    _age(factory, job_id, enqueued_at=utcnow() - waited)
     with factory() as session:
         assert jobs.sweep(session=session, settings=settings)["failed_lost"] == 1
     with factory() as session:
