@@ -1,5 +1,6 @@
 """Users, browser sessions and API keys."""
 
+import asyncio
 import hashlib
 import secrets
 from datetime import timedelta
@@ -11,13 +12,23 @@ from sqlalchemy.orm import Session
 
 from app.models import ApiKey, User, UserSession, utcnow
 from app.services.errors import ConflictError
+from app.services.ratelimit import SignInThrottle
 
 _hasher = PasswordHasher()
 API_KEY_PREFIX = "kdk_"
+MAX_PASSWORD_CHARS = 1000
 
 
 class AuthError(Exception):
     """Credentials that do not identify a user."""
+
+
+class SignInThrottled(Exception):
+    """Too many sign-in attempts (for this account or client, or at once): try again later."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def _sha256(value: str) -> str:
@@ -50,6 +61,44 @@ def authenticate(*, session: Session, email: str, password: str) -> User:
     except (VerificationError, InvalidHashError) as exc:
         raise AuthError("wrong email or password") from exc
     return user
+
+
+class SignInGuard:
+    """Sign-in attempts throttled per account and client IP, and bounded password hashing.
+
+    Argon2 costs 64 MB and tens of milliseconds per hash: at most `hashes_at_once` run (in
+    threads, off the event loop); an attempt that waits longer than `queue_s` for one is
+    turned away without counting as a failure.
+    """
+
+    def __init__(self, *, throttle: SignInThrottle, hashes_at_once: int,
+                 queue_s: float = 10.0) -> None:
+        self.throttle = throttle
+        self.queue_s = queue_s
+        self._hashing = asyncio.Semaphore(max(1, hashes_at_once))
+
+    async def authenticate(self, *, session: Session, email: str, password: str,
+                           ip: str) -> User:
+        """The user with these credentials; AuthError, or SignInThrottled while locked out."""
+        account = normalise_email(email)
+        wait = self.throttle.attempt(account=account, ip=ip)
+        if wait:
+            raise SignInThrottled("too many failed sign-ins: try again later", wait)
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise AuthError("wrong email or password")
+        try:
+            async with asyncio.timeout(self.queue_s):
+                await self._hashing.acquire()
+        except TimeoutError:
+            self.throttle.give_back(account=account, ip=ip)
+            raise SignInThrottled("too many sign-ins at once: try again", 1.0) from None
+        try:
+            user = await asyncio.to_thread(authenticate, session=session, email=email,
+                                           password=password)
+        finally:
+            self._hashing.release()
+        self.throttle.give_back(account=account, ip=ip)
+        return user
 
 
 def ensure_admin(*, session: Session, email: str, password: str | None) -> str | None:

@@ -31,6 +31,7 @@ from app.web.deps import (
     StorageDep,
     UserDep,
 )
+from app.web.security import SignInGuardDep, client_ip, refuse_other_sites, throttled
 
 router = APIRouter(prefix="/api/v1")
 MODEL_FILES = ("weights.safetensors", "model.json", "model.onnx")
@@ -120,18 +121,28 @@ def health(session: SessionDep) -> dict:
 
 
 @router.post("/session")
-def login(body: SessionIn, response: Response, session: SessionDep, settings: SettingsDep):
+async def login(body: SessionIn, request: Request, response: Response, session: SessionDep,
+                settings: SettingsDep, guard: SignInGuardDep):
+    refuse_other_sites(request)
     try:
-        user = auth.authenticate(session=session, email=body.email, password=body.password)
+        user = await guard.authenticate(session=session, email=body.email,
+                                        password=body.password, ip=client_ip(request))
+    except auth.SignInThrottled as exc:
+        raise throttled(exc) from exc
     except auth.AuthError as exc:
         raise HTTPException(401, str(exc)) from exc
-    token, csrf = auth.start_session(session=session, user=user, days=settings.session_days)
-    session.commit()
+    token, csrf = await run_in_threadpool(_start_session, session, user, settings.session_days)
     response.set_cookie(
         SESSION_COOKIE, token, httponly=True, samesite="lax", secure=settings.cookie_secure,
         max_age=settings.session_days * 86400,
     )
     return {"user": user_out(user), "csrf_token": csrf}
+
+
+def _start_session(session, user: User, days: int) -> tuple[str, str]:
+    token, csrf = auth.start_session(session=session, user=user, days=days)
+    session.commit()
+    return token, csrf
 
 
 @router.delete("/session", status_code=204)

@@ -20,7 +20,7 @@ from app.services.errors import (
 )
 from app.services.predictions import ModelCache, Serving
 from app.storage import StorageError, open_storage
-from app.web import api, api_curation, api_gather, api_predict, api_training, pages
+from app.web import api, api_curation, api_gather, api_predict, api_training, pages, security
 from app.web.paths import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -55,26 +55,6 @@ class BodyLimit:
             return message
 
         return await self.app(scope, limited_receive, send)
-
-
-class FrameGuard:
-    """Pages may not be framed by other sites (clickjacking), except the embeddable demo."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"].startswith("/demo/"):
-            return await self.app(scope, receive, send)
-
-        async def send_with_header(message):
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-frame-options", b"DENY"),
-                                      (b"x-content-type-options", b"nosniff")]
-            await send(message)
-
-        return await self.app(scope, receive, send_with_header)
 
 
 @asynccontextmanager
@@ -120,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20,
                        predict_max_bytes=settings.max_predict_mb * 2**20)
-    app.add_middleware(FrameGuard)
+    security.install(app, settings)
     _add_error_handlers(app)
     return app
 

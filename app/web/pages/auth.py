@@ -4,8 +4,10 @@ from typing import Annotated
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.services import auth
+from app.services.ratelimit import retry_after
 from app.web.deps import SESSION_COOKIE, SessionDep, SettingsDep
 from app.web.pages.common import (
     CsrfFormDep,
@@ -14,6 +16,7 @@ from app.web.pages.common import (
     redirect,
     render,
 )
+from app.web.security import SignInGuardDep, client_ip, from_another_site
 
 router = page_router()
 
@@ -29,18 +32,32 @@ def login_page(request: Request):
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, session: SessionDep, settings: SettingsDep,
-          email: Annotated[str, Form()] = "", password: Annotated[str, Form()] = ""):
+async def login(request: Request, session: SessionDep, settings: SettingsDep,
+                guard: SignInGuardDep, email: Annotated[str, Form()] = "",
+                password: Annotated[str, Form()] = ""):
+    if from_another_site(request):
+        return render(request, "error.html", code=403, title="Sign-in refused", back="/login",
+                      message="This sign-in form was sent from another site.")
     try:
-        user = auth.authenticate(session=session, email=email, password=password)
+        user = await guard.authenticate(session=session, email=email, password=password,
+                                        ip=client_ip(request))
+    except auth.SignInThrottled as exc:
+        response = render(request, "login.html", code=429, error=str(exc), email=email)
+        response.headers["Retry-After"] = retry_after(exc.retry_after_s)
+        return response
     except auth.AuthError as exc:
         return render(request, "login.html", code=401, error=str(exc), email=email)
-    token, _ = auth.start_session(session=session, user=user, days=settings.session_days)
-    session.commit()
+    token = await run_in_threadpool(_start_session, session, user, settings.session_days)
     response = redirect("/projects")
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
                         secure=settings.cookie_secure, max_age=settings.session_days * 86400)
     return response
+
+
+def _start_session(session, user, days: int) -> str:
+    token, _ = auth.start_session(session=session, user=user, days=days)
+    session.commit()
+    return token
 
 
 @router.post("/logout")
