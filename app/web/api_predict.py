@@ -5,7 +5,7 @@ import binascii
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -17,8 +17,10 @@ from app.schemas import PredictJson
 from app.services import deployments, predictions
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.ratelimit import RateLimiter, retry_after
+from app.serving.runtime import Serving
 from app.web.deps import (
     OptionalUserDep,
+    ServingDep,
     SessionDep,
     SettingsDep,
     StorageDep,
@@ -55,14 +57,7 @@ class Limits:
             )
 
 
-def get_serving(request: Request) -> predictions.Serving:
-    return request.app.state.serving
-
-
-ServingDep = Annotated[predictions.Serving, Depends(get_serving)]
-
-
-async def _read_inputs(request: Request, serving: predictions.Serving, *,
+async def _read_inputs(request: Request, serving: Serving, *,
                        batch: bool) -> tuple[list[bytes], str]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -91,7 +86,7 @@ async def _read_inputs(request: Request, serving: predictions.Serving, *,
             raise HTTPException(422, "image_base64 is not valid base64") from exc
     if body.url:
         try:
-            return [await serving.fetch(body.url)], "url"
+            return [await predictions.fetch_image(serving=serving, url=body.url)], "url"
         except InvalidInputError as exc:
             raise HTTPException(422, str(exc)) from exc
     raise HTTPException(
@@ -112,7 +107,7 @@ def _deployment_for(session, slug: str, user: User | None) -> Deployment:
 
 
 async def _predict(request: Request, slug: str, session, user: User | None,
-                   serving: predictions.Serving, top_k: int | None, *, batch: bool) -> list:
+                   serving: Serving, top_k: int | None, *, batch: bool) -> list:
     deployment = await run_in_threadpool(_deployment_for, session, slug, user)
     limits = request.app.state.predict_limits
     limits.check(request, user, 1)  # before any download or decoding
@@ -120,8 +115,8 @@ async def _predict(request: Request, slug: str, session, user: User | None,
     if len(images) > 1:
         limits.check(request, user, len(images) - 1)
     try:
-        return await serving.predict(deployment=deployment, images=images, top_k=top_k,
-                                     source=source)
+        return await predictions.predict(serving=serving, deployment=deployment,
+                                         images=images, top_k=top_k, source=source)
     except InvalidInputError as exc:
         raise HTTPException(422, str(exc)) from exc
 

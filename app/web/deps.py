@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.models import Project, User
 from app.services import auth, projects
+from app.serving.runtime import Serving
 from app.storage import LocalStorage
 
 SESSION_COOKIE = "kodiak_session"
@@ -33,9 +34,15 @@ def get_storage(request: Request) -> LocalStorage:
     return request.app.state.storage
 
 
+def get_serving(request: Request) -> Serving:
+    """The prediction runtime, started and stopped by the app's lifespan."""
+    return request.app.state.serving
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
 def bearer_token(request: Request) -> str | None:

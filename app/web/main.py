@@ -11,14 +11,13 @@ from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
-from app.services.downloader import policy_from_settings
 from app.services.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     UnavailableError,
 )
-from app.services.predictions import ModelCache, Serving
+from app.serving.runtime import Serving
 from app.storage import StorageError, open_storage
 from app.web import api, api_curation, api_gather, api_predict, api_training, pages, security
 from app.web.paths import STATIC_DIR
@@ -59,9 +58,16 @@ class BodyLimit:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
-    yield
-    await app.state.serving.aclose()
-    app.state.engine.dispose()
+    """The serving runtime lives from startup to shutdown, then the engine is disposed."""
+    serving = Serving.from_settings(app.state.settings, factory=app.state.session_factory,
+                                    storage=app.state.storage)
+    await serving.start()
+    app.state.serving = serving
+    try:
+        yield
+    finally:
+        await serving.stop()
+        app.state.engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,14 +88,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.storage = storage
-    cache = ModelCache(storage, size=settings.model_cache_size, threads=settings.inference_threads,
-                       max_bytes=settings.model_cache_mb * 2**20)
-    app.state.serving = Serving(
-        cache=cache, factory=app.state.session_factory, storage=storage,
-        max_batch=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
-        max_pixels=settings.max_image_pixels, log_flush_s=settings.prediction_log_flush_s,
-        download_policy=policy_from_settings(settings),
-    )
     app.state.predict_limits = api_predict.Limits(settings)
     app.include_router(api.router)
     app.include_router(api_predict.router)

@@ -1,0 +1,66 @@
+"""The serving runtime's lifetime: made and started at app startup, stopped at shutdown."""
+
+import time
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.cli import migrate
+from app.models import PredictionLog
+from app.web.main import create_app
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_key, make_settings
+from tests.serve.conftest import add_model_version, deploy, make_project
+
+
+def new_app(home, **settings):
+    migrate(config := make_settings(home, **settings))
+    return create_app(config)
+
+
+def deploy_bears(client, bear_model) -> None:
+    """The bear model, recorded and deployed publicly as `bears`."""
+    model_dir, meta, _, _ = bear_model
+    admin = api_key(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    project_id = make_project(client, admin, meta["labels"])
+    model_id = add_model_version(client.app, project_id=project_id, model_dir=model_dir,
+                                 meta=meta)
+    deploy(client, admin, model_id, "bears", public=True)
+
+
+def predict(client, data_dir) -> None:
+    photo = sorted((data_dir / "bears" / "black").glob("*.jpg"))[40].read_bytes()
+    answer = client.post("/api/v1/predict/bears", files={"file": ("x.jpg", photo, "image/jpeg")})
+    assert answer.status_code == 200, answer.text
+
+
+def logged_rows(app) -> int:
+    with app.state.session_factory() as session:
+        return session.scalar(select(func.count()).select_from(PredictionLog))
+
+
+def test_startup_makes_the_runtime_and_shutdown_writes_the_rest_of_the_log(
+        bear_model, tmp_path, data_dir):
+    app = new_app(tmp_path, prediction_log_flush_s=3600)
+    assert not hasattr(app.state, "serving")  # made by the lifespan, not by create_app
+    with TestClient(app) as client:
+        serving = app.state.serving
+        deploy_bears(client, bear_model)
+        predict(client, data_dir)
+        predict(client, data_dir)
+        assert logged_rows(app) == 0  # kept in memory until due
+        assert serving.cache.cached_ids() and not serving.http.is_closed
+    assert logged_rows(app) == 2
+    assert serving.http.is_closed
+
+
+def test_logged_rows_reach_the_database_without_another_request(bear_model, tmp_path,
+                                                                data_dir):
+    app = new_app(tmp_path, prediction_log_flush_s=0.5)
+    with TestClient(app) as client:
+        deploy_bears(client, bear_model)
+        for expected in (1, 2):
+            predict(client, data_dir)
+            deadline = time.monotonic() + 5
+            while logged_rows(app) < expected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert logged_rows(app) == expected
