@@ -44,6 +44,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set by an admin: a disabled user cannot sign in, and their keys and sessions stop working.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class UserSession(Base):

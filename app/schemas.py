@@ -4,6 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.services.accounts import MIN_PASSWORD_CHARS
+from app.services.auth import MAX_PASSWORD_CHARS
 from app.services.curation import MAX_BULK
 from app.services.datasets import IMAGE_STATUSES
 from app.services.deployments import SLUG_PATTERN
@@ -25,8 +27,17 @@ class SessionIn(Strict):
 
 class UserIn(Strict):
     email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    password: str = Field(min_length=8, max_length=1000)
+    password: str = Field(min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS)
     is_admin: bool = False
+
+
+class UserPatch(Strict):
+    disabled: bool | None = None
+
+
+class PasswordChangeIn(Strict):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    new_password: str = Field(min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS)
 
 
 class ApiKeyIn(Strict):

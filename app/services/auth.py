@@ -39,6 +39,15 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def session_token_hash(token: str) -> str:
+    """What the database keeps of a session cookie's token."""
+    return _sha256(token)
+
+
 def create_user(*, session: Session, email: str, password: str, is_admin: bool = False) -> User:
     """Create a user with an argon2-hashed password."""
     email = normalise_email(email)
@@ -60,6 +69,8 @@ def authenticate(*, session: Session, email: str, password: str) -> User:
         _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError) as exc:
         raise AuthError("wrong email or password") from exc
+    if user.disabled_at is not None:
+        raise AuthError("this account is disabled")
     return user
 
 
@@ -128,9 +139,9 @@ def start_session(*, session: Session, user: User, days: int) -> tuple[str, str]
 
 
 def user_session_for_token(*, session: Session, token: str) -> UserSession | None:
-    """The live browser session behind a cookie token."""
+    """The live browser session behind a cookie token (none for a disabled user)."""
     found = session.scalar(select(UserSession).where(UserSession.token_hash == _sha256(token)))
-    if found is None or found.expires_at < utcnow():
+    if found is None or found.expires_at < utcnow() or found.user.disabled_at is not None:
         return None
     return found
 
@@ -148,11 +159,11 @@ def create_api_key(*, session: Session, user: User, name: str = "") -> str:
 
 
 def user_for_api_key(*, session: Session, key: str) -> User | None:
-    """The owner of an API key, recording its use."""
+    """The owner of an API key, recording its use (none for a disabled user)."""
     if not key.startswith(API_KEY_PREFIX):
         return None
     api_key = session.scalar(select(ApiKey).where(ApiKey.key_hash == _sha256(key)))
-    if api_key is None:
+    if api_key is None or api_key.user.disabled_at is not None:
         return None
     now = utcnow()
     if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):

@@ -19,7 +19,16 @@ from app.services.errors import (
 )
 from app.serving.runtime import Serving
 from app.storage import StorageError, open_storage
-from app.web import api, api_curation, api_gather, api_predict, api_training, pages, security
+from app.web import (
+    api,
+    api_account,
+    api_curation,
+    api_gather,
+    api_predict,
+    api_training,
+    pages,
+    security,
+)
 from app.web.paths import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -94,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_gather.router)
     app.include_router(api_curation.router)
     app.include_router(api_training.router)
+    app.include_router(api_account.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20,

@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.web.pages import auth, demo, images, models, projects, training
+from app.web.pages import account, auth, demo, images, models, projects, training
 from app.web.pages.common import SignInRequired
 
 router = APIRouter()
-for module in (auth, projects, images, training, models, demo):
+for module in (auth, account, projects, images, training, models, demo):
     router.include_router(module.router)
 
 __all__ = ["SignInRequired", "router"]
