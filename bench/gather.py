@@ -68,7 +68,7 @@ def run_kodiak(urls: list[str]) -> dict:
     from app.config import Settings
     from app.db import make_engine, make_session_factory, session_scope
     from app.models import Job
-    from app.services import auth, gathering, projects, search
+    from app.services import auth, gather_pipeline, gathering, projects, search
 
     class ListProvider:
         name = "bench"
@@ -92,8 +92,8 @@ def run_kodiak(urls: list[str]) -> dict:
             job = gathering.start_search(session=session, settings=settings, project=project,
                                          label="bears", max_images=len(urls))
         started, cpu_started = time.perf_counter(), time.process_time()
-        gathering.run_gathering(factory=factory, storage=storage, settings=settings,
-                                job_id=job.id)
+        gather_pipeline.run_gathering(factory=factory, storage=storage, settings=settings,
+                                      job_id=job.id)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         with factory() as session:
             job = session.get(Job, job.id)

@@ -5,7 +5,7 @@ from functools import cache
 from app.config import get_settings
 from app.db import make_engine, make_session_factory
 from app.queue import IMPORT_TASK, LR_FIND_TASK, SEARCH_TASK, TRAIN_TASK
-from app.services import gathering, training
+from app.services import gather_pipeline, training
 from app.storage import open_storage
 from workers.celery_app import app
 
@@ -26,13 +26,15 @@ def train(job_id: int) -> None:
 @app.task(name=SEARCH_TASK)
 def gather_search(job_id: int) -> None:
     settings, factory, storage = _resources()
-    gathering.run_gathering(factory=factory, storage=storage, settings=settings, job_id=job_id)
+    gather_pipeline.run_gathering(factory=factory, storage=storage, settings=settings,
+                                  job_id=job_id)
 
 
 @app.task(name=IMPORT_TASK)
 def gather_url_import(job_id: int) -> None:
     settings, factory, storage = _resources()
-    gathering.run_gathering(factory=factory, storage=storage, settings=settings, job_id=job_id)
+    gather_pipeline.run_gathering(factory=factory, storage=storage, settings=settings,
+                                  job_id=job_id)
 
 
 @app.task(name=LR_FIND_TASK)

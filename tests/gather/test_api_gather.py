@@ -5,8 +5,8 @@ from sqlalchemy import select
 
 from app.db import make_engine, make_session_factory
 from app.models import Job
-from app.services import gathering, search
-from tests.gather.test_gathering import ListProvider
+from app.services import gather_pipeline, search
+from tests.gather.test_gather_pipeline import ListProvider
 
 
 @pytest.fixture
@@ -68,8 +68,8 @@ def test_results_and_duplicates_after_a_job(client, admin, project, settings, st
     job = client.post(f"/api/v1/projects/{pid}/searches",
                       json={"label": "black", "provider": "loopback"}, headers=admin).json()
     factory = make_session_factory(make_engine(settings.resolved_database_url()))
-    gathering.run_gathering(factory=factory, storage=storage, settings=settings,
-                            job_id=job["id"])
+    gather_pipeline.run_gathering(factory=factory, storage=storage, settings=settings,
+                                  job_id=job["id"])
     with factory() as session:
         assert session.scalars(select(Job)).one().status == "succeeded"
     rows = client.get(f"/api/v1/projects/{pid}/search-results", params={"job_id": job["id"]},

@@ -1,186 +1,64 @@
-"""Search and URL-import jobs in process: filing with provenance, reasons, redelivery, cancel."""
-
-import random
+"""Starting gathering jobs (the web side): labels, cleaned parameters, listing."""
 
 import pytest
-from ddgs.exceptions import DDGSException
-from sqlalchemy import select
 
-from app.db import session_scope
-from app.models import Image, Job, SearchResult
-from app.services import auth, gathering, projects, search
-from app.services.search import DuckDuckGoProvider
-from tests.gather import cases
-
-
-class ListProvider:
-    """A provider at the boundary: returns a fixed list, counts its searches."""
-
-    name = "loopback"
-
-    def __init__(self, hits, on_search=None) -> None:
-        self.hits, self.on_search, self.calls = hits, on_search, 0
-
-    def search(self, query, *, max_results, wait):
-        self.calls += 1
-        if self.on_search:
-            self.on_search()
-        return self.hits[:max_results]
+from app.models import Job, User
+from app.services import auth, gathering, jobs, projects
+from app.services.errors import NotFoundError
 
 
 @pytest.fixture
-def project_id(factory):
-    with session_scope(factory) as session:
-        user = auth.create_user(session=session, email="g@example.com", password="pw-123456")
-        return projects.create_project(session=session, owner=user, name="Bears",
-                                       labels=["black"]).id
-
-
-def start(factory, settings, *, kind="search", **kwargs) -> int:
+def session(factory):
     with factory() as session:
-        project = session.get(projects.Project, project_id_of(session))
-        if kind == "search":
-            job = gathering.start_search(session=session, settings=settings, project=project,
-                                         label="black", provider="loopback", **kwargs)
-        else:
-            job = gathering.start_url_import(session=session, settings=settings,
-                                             project=project, label="black", **kwargs)
-        return job.id
-
-
-def project_id_of(session) -> int:
-    return session.scalar(select(projects.Project.id))
-
-
-def run(factory, storage, settings, job_id) -> Job:
-    gathering.run_gathering(factory=factory, storage=storage, settings=settings, job_id=job_id)
-    with factory() as session:
-        return session.get(Job, job_id)
+        yield session
 
 
 @pytest.fixture
-def provider(monkeypatch, photo_server):
-    base, _ = photo_server
-    provider = ListProvider(cases.hits(base))
-    monkeypatch.setitem(search.PROVIDERS, "loopback", lambda settings: provider)
-    return provider
+def project(session):
+    user = auth.create_user(session=session, email="g@example.com", password="pw-123456")
+    project = projects.create_project(session=session, owner=user, name="Bears",
+                                      labels=["black"])
+    session.commit()
+    return project
 
 
-def test_search_files_every_good_image_once_with_provenance(
-    factory, storage, settings, project_id, provider, photo_server
-):
-    job = run(factory, storage, settings, start(factory, settings, query="black bear"))
-    assert job.status == "succeeded", job.error
-    found = len(cases.paths())
-    assert job.result == {
-        "added": len(cases.GOOD), "duplicates": 1, "rejected": len(cases.REJECTED),
-        "failed_downloads": len(cases.FAILED), "found": found,
-        "reasons": pytest.approx(cases.expected_reasons()),
-    }
-    assert job.detail["found"] == found and job.detail["reasons"] == cases.expected_reasons()
-    assert job.detail["downloaded"] == len(cases.GOOD) + 1 + len(cases.REJECTED)
-    with factory() as session:
-        images = list(session.scalars(select(Image).order_by(Image.id)))
-        rows = {r.image_url.split(":", 2)[2].split("/", 1)[1]: r
-                for r in session.scalars(select(SearchResult))}
-        labels = {image.label.name for image in images}
-    assert labels == {"black"}
-    assert len(images) == len(cases.GOOD)
-    assert len({image.content_hash for image in images}) == len(images)
-    base = photo_server[0]
-    for image in images:
-        assert image.source == "search" and image.provider == "loopback"
-        assert image.query == "black bear"
-        assert image.image_url.startswith(base) and image.page_url.startswith("https://pages.")
-        assert image.title.startswith("a bear") and image.width >= 32
-    for path in cases.GOOD[1:]:
-        assert rows[path.lstrip("/")].status == "added", path
-    pair = [rows[path.lstrip("/")].status for path in (cases.GOOD[0], cases.DUPLICATE[0])]
-    assert sorted(pair) == ["added", "duplicate"]  # the first to arrive is stored
-    for path, reason in {**cases.REJECTED, **cases.FAILED}.items():
-        row = rows[path.lstrip("/")]
-        assert row.status in ("rejected", "failed") and row.reason.startswith(reason), row.reason
+def import_urls(session, settings, project, urls=("https://a.example/1.jpg",)) -> Job:
+    return gathering.start_url_import(session=session, settings=settings, project=project,
+                                      label="black", urls=list(urls))
 
 
-def test_a_redelivered_job_never_searches_again_and_resumes(
-    factory, storage, settings, project_id, provider, photo_server
-):
-    _, stats = photo_server
-    job_id = start(factory, settings)
-    assert run(factory, storage, settings, job_id).status == "succeeded"
-    requests = stats["requests"]
-    with session_scope(factory) as session:
-        job = session.get(Job, job_id)
-        job.status, job.heartbeat_at = "running", None  # the worker died; the task comes back
-        rows = list(session.scalars(select(SearchResult).where(SearchResult.status == "added")
-                                    .order_by(SearchResult.id).limit(2)))
-        for row in rows:
-            session.delete(session.get(Image, row.image_id))
-            row.status, row.image_id = "pending", None
-    job = run(factory, storage, settings, job_id)
-    assert job.status == "succeeded" and provider.calls == 1
-    assert stats["requests"] == requests + 2
-    assert job.result["added"] == len(cases.GOOD)
-    with factory() as session:
-        assert len(session.scalars(select(Image)).all()) == len(cases.GOOD)
-    assert run(factory, storage, settings, job_id).status == "succeeded"  # finished: no-op
-    assert provider.calls == 1
+def test_url_import_keeps_each_url_once_in_order_under_the_existing_label(
+        session, settings, project):
+    job = gathering.start_url_import(
+        session=session, settings=settings, project=project, label="BLACK",
+        urls=[" https://a.example/1.jpg", "https://a.example/1.jpg", "", "HTTP://b.example/2"])
+    assert job.kind == "url_import" and job.status == "queued"
+    assert job.params["urls"] == ["https://a.example/1.jpg", "HTTP://b.example/2"]
+    assert job.params["label"] == "black"
+    assert [label.name for label in project.labels] == ["black"]
 
 
-def test_cancel_stops_the_downloads(factory, storage, settings, project_id, monkeypatch,
-                                    photo_server):
-    base, stats = photo_server
-    hits = [search.Hit(image_url=f"{base}/slow/0.2/photo/bears/grizzly/{i:04d}.jpg?{i}")
-            for i in range(1, 60)]
-
-    def ask_to_cancel():
-        with session_scope(factory) as session:
-            session.scalars(select(Job)).one().cancel_requested = True
-
-    monkeypatch.setitem(search.PROVIDERS, "loopback",
-                        lambda s: ListProvider(hits, on_search=ask_to_cancel))
-    job = run(factory, storage, settings, start(factory, settings))
-    assert job.status == "cancelled"
-    assert stats["requests"] < len(hits)
-    with factory() as session:
-        pending = session.scalars(select(SearchResult).where(SearchResult.status == "pending"))
-        assert len(pending.all()) > 0
+def test_a_search_makes_its_label_and_queries_the_label_unless_told(session, settings,
+                                                                     project):
+    default = gathering.start_search(session=session, settings=settings, project=project,
+                                     label="grizzly")
+    told = gathering.start_search(session=session, settings=settings, project=project,
+                                  label="teddy", query="  teddy \n bear  ", max_images=7)
+    assert default.params["query"] == "grizzly"
+    assert default.params["max_images"] == settings.search_max_images
+    assert default.params["provider"] == settings.search_provider
+    assert told.params["query"] == "teddy bear" and told.params["max_images"] == 7
+    assert sorted(label.name for label in project.labels) == ["black", "grizzly", "teddy"]
 
 
-class Refusing:
-    def images(self, query, **kwargs):
-        raise DDGSException("https://duckduckgo.com/i.js 403 Ratelimit")
-
-
-def test_a_provider_that_keeps_refusing_fails_the_job_with_a_readable_error(
-    factory, storage, settings, project_id, monkeypatch
-):
-    messages = []
-    real_progress = gathering.JobReporter.progress
-
-    def spy(self, fraction, message, extra=None):
-        messages.append(message)
-        return real_progress(self, fraction, message, extra)
-
-    monkeypatch.setattr(gathering.JobReporter, "progress", spy)
-    monkeypatch.setitem(search.PROVIDERS, "loopback", lambda s: DuckDuckGoProvider(
-        make_ddgs=Refusing, attempts=2, base_delay=0.02, rng=random.Random(0)))
-    job = run(factory, storage, settings, start(factory, settings))
-    assert job.status == "failed"
-    assert job.error.startswith("image search rate limited after 2 tries")
-    assert any(m.startswith("rate limited, retrying in 0 s (try 2 of 2)") for m in messages)
-
-
-def test_url_import_uses_the_same_downloader(factory, storage, settings, project_id,
-                                             photo_server):
-    base, _ = photo_server
-    urls = [f"{base}/photo/bears/teddy/0020.jpg", f"{base}/missing/x.jpg",
-            "http://10.0.0.8/bear.jpg", f"{base}/photo/bears/teddy/0020.jpg"]
-    job = run(factory, storage, settings, start(factory, settings, kind="url_import",
-                                                urls=urls))
-    assert job.status == "succeeded"
-    assert job.result["added"] == 1 and job.result["failed_downloads"] == 2
-    assert job.result["reasons"] == {"HTTP 404": 1, "refused": 1}
-    with factory() as session:
-        image = session.scalars(select(Image)).one()
-    assert image.source == "url" and image.provider == "url" and image.image_url == urls[0]
+def test_results_are_listed_only_for_gathering_jobs_of_the_project(session, settings,
+                                                                   project):
+    job = import_urls(session, settings, project)
+    assert gathering.search_results(session=session, project=project, job_id=job.id) == []
+    owner = session.get(User, project.owner_id)
+    other = projects.create_project(session=session, owner=owner, name="Cats")
+    training = jobs.create_job(session=session, project=project, kind="train", params={})
+    session.commit()
+    for asked, job_id in ((other, job.id), (project, training.id), (project, 999)):
+        with pytest.raises(NotFoundError):
+            gathering.search_results(session=session, project=asked, job_id=job_id)

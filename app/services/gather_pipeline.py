@@ -1,0 +1,278 @@
+"""Gathering jobs, the worker side: store the URL list, download, normalise and file.
+
+A job first stores its URL list as SearchResult rows (a redelivered or retried job finds
+them and never searches again), then downloads the pending ones concurrently, normalises
+each image in a thread pool as it lands, and files each batch with datasets.add_images,
+updating the rows in the same transaction.
+"""
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import session_scope
+from app.models import Job, Project, SearchResult
+from app.services import datasets, search
+from app.services.downloader import DownloadError, download_many, policy_from_settings
+from app.services.errors import InvalidInputError
+from app.services.jobs import JobCancelled, JobReporter
+from app.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+BATCH = 64
+BATCH_WAIT_S = 0.25  # gather finished downloads this long before filing them together
+
+
+def run_gathering(*, factory: sessionmaker[Session], storage: LocalStorage, settings: Settings,
+                  job_id: int) -> None:
+    """Run a claimed search or URL-import job to its end (idempotent under redelivery)."""
+    reporter = JobReporter(factory, job_id)
+    job = reporter.claim(stale_seconds=settings.job_stale_seconds)
+    if job is None:
+        return
+    try:
+        total = _store_url_list(factory=factory, settings=settings, job=job, reporter=reporter)
+        if total == 0:
+            raise search.SearchFailed(f"the search for {job.params.get('query')!r} found "
+                                      "no images; try another query")
+        counts = asyncio.run(_download_and_file(factory=factory, storage=storage,
+                                                settings=settings, job=job, reporter=reporter))
+    except JobCancelled:
+        reporter.finish(status="cancelled", message="cancelled",
+                        result=_result(_counts(factory, job_id)))
+        return
+    except (search.SearchFailed, InvalidInputError) as exc:
+        reporter.finish(status="failed", message="failed", error=str(exc))
+        return
+    except Exception as exc:
+        log.exception("gathering job %s failed", job_id)
+        reporter.finish(status="failed", message="failed",
+                        error=f"unexpected error: {type(exc).__name__}: {exc}")
+        return
+    if counts is None:
+        reporter.finish(status="cancelled", message="cancelled",
+                        result=_result(_counts(factory, job_id)))
+        return
+    result = _result(counts)
+    reporter.finish(status="succeeded", message=_summary(counts), result=result)
+
+
+def _store_url_list(*, factory, settings: Settings, job: Job, reporter: JobReporter) -> int:
+    """Store the job's URL list once; a later run finds it. Returns its length."""
+    with factory() as session:
+        stored = session.scalar(
+            select(func.count()).select_from(SearchResult).where(SearchResult.job_id == job.id)
+        )
+    if stored:
+        return stored
+    params = job.params
+    if job.kind == "search":
+        provider = search.get_provider(params["provider"], settings)
+        reporter.progress(0.0, f"searching {params['provider']} for {params['query']!r}")
+        hits = provider.search(params["query"], max_results=params["max_images"],
+                               wait=_cancellable_wait(reporter))
+        rows = [(hit.image_url, hit.page_url, hit.title) for hit in hits]
+        provider_name, query = params["provider"], params["query"]
+    else:
+        rows = [(url, None, None) for url in params["urls"]]
+        provider_name, query = "url", ""
+    rows = list({url[:8000]: (url[:8000], page, title) for url, page, title in rows}.values())
+    with session_scope(factory) as session:
+        session.add_all(
+            SearchResult(job_id=job.id, project_id=job.project_id,
+                         label_id=params.get("label_id"), position=i, image_url=url,
+                         page_url=page, title=title, provider=provider_name[:50],
+                         query=query[:500])
+            for i, (url, page, title) in enumerate(rows)
+        )
+    reporter.update_detail(found=len(rows))
+    reporter.progress(0.0, f"found {len(rows)} image URLs; downloading")
+    return len(rows)
+
+
+def _cancellable_wait(reporter: JobReporter):
+    """A provider's pause between retries: shown on the job, cancellable each second."""
+
+    def wait(seconds: float, message: str) -> None:
+        reporter.update_detail(waiting=message)
+        reporter.progress(0.0, message)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if reporter.should_stop():
+                raise JobCancelled()
+            time.sleep(min(1.0, left))
+        reporter.update_detail(waiting=None)
+
+    return wait
+
+
+def _counts(factory, job_id: int) -> dict:
+    with factory() as session:
+        rows = session.execute(
+            select(SearchResult.status, SearchResult.reason).where(SearchResult.job_id == job_id)
+        ).all()
+    status = Counter(row.status for row in rows)
+    reasons = Counter(_reason_key(row.reason) for row in rows
+                      if row.status in ("rejected", "failed") and row.reason)
+    return {
+        "found": len(rows),
+        "downloaded": status["added"] + status["duplicate"] + status["rejected"],
+        "added": status["added"],
+        "duplicates": status["duplicate"],
+        "rejected": status["rejected"],
+        "failed": status["failed"],
+        "reasons": dict(reasons.most_common()),
+    }
+
+
+def _reason_key(reason: str) -> str:
+    """A reason without its particulars ('image too small: 1x1 ...' -> 'image too small')."""
+    return reason.split(":")[0].strip() if not reason.startswith("refused") else "refused"
+
+
+def _result(counts: dict) -> dict:
+    return {"added": counts["added"], "duplicates": counts["duplicates"],
+            "rejected": counts["rejected"], "failed_downloads": counts["failed"],
+            "found": counts["found"], "reasons": counts["reasons"]}
+
+
+def _summary(counts: dict) -> str:
+    return (f"{counts['added']} added, {counts['duplicates']} duplicates, "
+            f"{counts['rejected']} rejected, {counts['failed']} failed downloads "
+            f"of {counts['found']} found")
+
+
+def _filename(url: str) -> str:
+    name = PurePosixPath(urlsplit(url).path).name
+    return (name or urlsplit(url).netloc or "download")[:200]
+
+
+async def _download_and_file(*, factory, storage: LocalStorage, settings: Settings, job: Job,
+                             reporter: JobReporter) -> dict | None:
+    """Download the pending URLs and file them in batches; None when cancelled."""
+    with factory() as session:
+        pending = [tuple(row) for row in session.execute(
+            select(SearchResult.id, SearchResult.image_url)
+            .where(SearchResult.job_id == job.id, SearchResult.status == "pending")
+            .order_by(SearchResult.position)
+        )]
+    counts = await asyncio.to_thread(_counts, factory, job.id)
+    _report(reporter, counts)
+    if not pending:
+        return counts
+    limits = datasets.Limits.from_settings(settings)
+    policy = policy_from_settings(settings)
+    label = job.params["label"]
+    # Decoding and re-encoding happen in threads as each download lands (Pillow releases the
+    # GIL), overlapping the network; the filing thread only stores. The queue bounds how
+    # many finished downloads wait in memory.
+    finished: asyncio.Queue = asyncio.Queue(maxsize=max(policy.concurrency, BATCH))
+    loop = asyncio.get_running_loop()
+    cpu = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="normalise")
+
+    async def produce() -> None:
+        async for key, outcome in download_many(pending, policy=policy):
+            if isinstance(outcome, DownloadError):
+                await finished.put((key, outcome))
+                continue
+            upload = datasets.Upload(filename=_filename(outcome.final_url), data=outcome.data,
+                                     label=label, ref=key)
+            prepared = loop.run_in_executor(
+                cpu, functools.partial(datasets.prepare_upload, upload=upload, limits=limits))
+            await finished.put((key, prepared))
+        await finished.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        done = False
+        while not done:
+            batch, done = await _next_batch(finished)
+            if batch:
+                batch = [(key, await outcome if isinstance(outcome, asyncio.Future) else outcome)
+                         for key, outcome in batch]
+                counts = await asyncio.to_thread(
+                    _file_batch, factory=factory, storage=storage, job=job, batch=batch,
+                    limits=limits,
+                )
+                stop = await asyncio.to_thread(_report, reporter, counts)
+                if stop:
+                    return None
+        await producer
+    finally:
+        if not producer.done():
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+        cpu.shutdown(wait=False, cancel_futures=True)
+    return counts
+
+
+async def _next_batch(finished: asyncio.Queue) -> tuple[list, bool]:
+    """Up to BATCH finished downloads, waiting at most BATCH_WAIT_S after the first."""
+    batch = [await finished.get()]
+    deadline = asyncio.get_running_loop().time() + BATCH_WAIT_S
+    while batch[-1] is not None and len(batch) < BATCH:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0 and finished.empty():
+            break
+        try:
+            batch.append(finished.get_nowait() if left <= 0 else
+                         await asyncio.wait_for(finished.get(), left))
+        except TimeoutError:
+            break
+    if batch[-1] is None:
+        return batch[:-1], True
+    return batch, False
+
+
+def _report(reporter: JobReporter, counts: dict) -> bool:
+    """Write progress and counters; True when a person asked to cancel."""
+    reporter.update_detail(**counts)
+    processed = counts["downloaded"] + counts["failed"]
+    fraction = processed / counts["found"] if counts["found"] else 0.0
+    reporter.progress(min(fraction, 0.99),
+                      f"processed {processed} of {counts['found']}: {_summary(counts)}")
+    return reporter.should_stop()
+
+
+def _file_batch(*, factory, storage: LocalStorage, job: Job, batch: list,
+                limits: datasets.Limits) -> dict:
+    """File one batch of finished downloads and mark their rows, in one transaction."""
+    with session_scope(factory) as session:
+        project = session.get(Project, job.project_id)
+        rows = {row.id: row for row in session.scalars(
+            select(SearchResult).where(SearchResult.id.in_([key for key, _ in batch]))
+        )}
+        uploads = []
+        for key, upload in batch:
+            row = rows[key]
+            if isinstance(upload, DownloadError):
+                row.status, row.reason = "failed", str(upload)[:1000]
+                continue
+            upload.provenance = {"image_url": row.image_url, "page_url": row.page_url,
+                                 "title": row.title, "provider": row.provider,
+                                 "query": row.query or None}
+            uploads.append(upload)
+        if uploads:
+            added = datasets.add_images(session=session, storage=storage, project=project,
+                                        uploads=uploads, limits=limits,
+                                        source="search" if job.kind == "search" else "url")
+            for entry in added.added:
+                rows[entry["ref"]].status, rows[entry["ref"]].image_id = "added", entry["image_id"]
+            for entry in added.duplicates:
+                row = rows[entry["ref"]]
+                row.status, row.image_id, row.reason = "duplicate", entry["image_id"], (
+                    f"same image as image {entry['image_id']}")
+            for entry in added.rejected:
+                rows[entry["ref"]].status = "rejected"
+                rows[entry["ref"]].reason = entry["reason"][:1000]
+    return _counts(factory, job.id)
