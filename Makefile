@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint services system-packages bench clean
+.PHONY: install run test test-s3 lint services system-packages bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Kodiak needs Python 3.11 ($(PYTHON))"; exit 1; }
@@ -38,6 +38,12 @@ lint: install
 
 test: install services system-packages lint
 	$(BIN)/pytest
+
+# The suite again with every test app's storage on an S3 server (moto, started on loopback
+# for the run). TESTS narrows it: make test-s3 TESTS="tests/test_storage.py tests/web"
+TESTS ?=
+test-s3: install services system-packages
+	KODIAK_TEST_STORAGE=s3 $(BIN)/pytest $(TESTS)
 
 bench: install
 	$(BIN)/python bench/train.py

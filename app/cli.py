@@ -1,4 +1,4 @@
-"""The `kodiak` command: migrate, web, worker, run (web and workers together)."""
+"""The `kodiak` command: migrate, web, worker, run (web and workers together), storage copy."""
 
 import argparse
 import os
@@ -47,7 +47,7 @@ def web(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run("app.web.main:create_app", factory=True, host=settings.host, port=settings.port,
-                proxy_headers=True, log_level="info")
+                workers=settings.web_workers, proxy_headers=True, log_level="info")
 
 
 def worker(queues: str, pool: str | None, concurrency: int | None) -> None:
@@ -61,6 +61,16 @@ def worker(queues: str, pool: str | None, concurrency: int | None) -> None:
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     app.worker_main(argv)
+
+
+def storage_copy(settings: Settings, source_url: str, target_url: str) -> None:
+    """Copy every key of one store into another (keys already there, same size, are kept)."""
+    from app.storage import copy_all, open_storage
+
+    copied, skipped = copy_all(open_storage(source_url, settings),
+                               open_storage(target_url, settings))
+    print(f"copied {copied} keys from {source_url} to {target_url}; "
+          f"{skipped} already there with the same size", flush=True)
 
 
 def run(settings: Settings) -> None:
@@ -94,6 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     worker_parser.add_argument("--pool", default=None)
     worker_parser.add_argument("--concurrency", type=int, default=None)
     sub.add_parser("run", help="migrate, then run the web app with its workers")
+    storage_parser = sub.add_parser("storage", help="move stored images and models")
+    storage_sub = storage_parser.add_subparsers(dest="storage_command", required=True)
+    copy_parser = storage_sub.add_parser(
+        "copy", help="copy every key from one STORAGE_URL to another (file://..., s3://...)")
+    copy_parser.add_argument("source_url")
+    copy_parser.add_argument("target_url")
     args = parser.parse_args(argv)
     settings = get_settings()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -103,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         web(settings)
     elif args.command == "worker":
         worker(args.queues, args.pool, args.concurrency)
+    elif args.command == "storage":
+        storage_copy(settings, args.source_url, args.target_url)
     else:
         run(settings)
 

@@ -15,6 +15,7 @@ class Settings(BaseSettings):
     home: Path = Path("var")
     host: str = "127.0.0.1"
     port: int = 8000
+    web_workers: int = 1  # uvicorn processes of `kodiak web` (each has its own model cache)
     admin_email: str = "admin@example.com"
     admin_password: str | None = None
     database_url: str | None = Field(

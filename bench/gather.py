@@ -85,7 +85,7 @@ def run_kodiak(urls: list[str]) -> dict:
         factory = make_session_factory(make_engine(settings.resolved_database_url()))
         from app.storage import open_storage
 
-        storage = open_storage(settings.resolved_storage_url())
+        storage = open_storage(settings.resolved_storage_url(), settings)
         with session_scope(factory) as session:
             user = auth.create_user(session=session, email="b@example.com", password="pw-12345")
             project = projects.create_project(session=session, owner=user, name="bench")

@@ -64,7 +64,7 @@ def variants(count: int):
 
 def populate(settings: Settings) -> int:
     factory = make_session_factory(make_engine(settings.resolved_database_url()))
-    storage = open_storage(settings.resolved_storage_url())
+    storage = open_storage(settings.resolved_storage_url(), settings)
     limits = datasets.Limits(max_pixels=60_000_000, max_zip_members=10, max_zip_bytes=2**20)
     with factory() as session:
         owner = session.query(User).first()

@@ -1,7 +1,17 @@
-"""Shared fixtures: the photo data folder, an app on SQLite in tmp_path, signed-in clients."""
+"""Shared fixtures: the photo data folder, an app on SQLite in tmp_path, signed-in clients,
+an S3 server (moto) on loopback.
 
+`KODIAK_TEST_STORAGE=s3` (`make test-s3`) puts the storage of every app the tests make on
+that S3 server instead of a folder.
+"""
+
+import atexit
 import os
+import socket
+import uuid
+from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +23,7 @@ from app.web.main import create_app
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-password-1"
+S3_TEST_RUN = os.environ.get("KODIAK_TEST_STORAGE", "local") == "s3"
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +38,64 @@ def data_dir() -> Path:
     return path
 
 
+class S3Store(NamedTuple):
+    """A fresh place on the loopback S3 server: `url` for STORAGE_URL, `endpoint` to reach it."""
+
+    url: str
+    endpoint: str
+    bucket: str
+
+
+@cache
+def s3_endpoint() -> str:
+    """The URL of an S3 server (moto) on loopback, started on first use for this test run."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    atexit.register(server.stop)
+    return f"http://127.0.0.1:{port}"
+
+
+def s3_settings(endpoint: str) -> dict:
+    """Settings that reach the test S3 server (moto takes any credentials)."""
+    return {"s3_endpoint_url": endpoint, "s3_region": "us-east-1",
+            "aws_access_key_id": "test-key", "aws_secret_access_key": "test-secret"}
+
+
+@cache
+def _s3_admin():
+    from app.storage import s3_client
+
+    return s3_client(Settings(**s3_settings(s3_endpoint())))
+
+
+def new_s3_store() -> S3Store:
+    """A new bucket on the test S3 server, and a prefix in it."""
+    bucket = f"kodiak-test-{uuid.uuid4().hex[:12]}"
+    _s3_admin().create_bucket(Bucket=bucket)
+    return S3Store(url=f"s3://{bucket}/kodiak", endpoint=s3_endpoint(), bucket=bucket)
+
+
+@pytest.fixture
+def s3_store() -> S3Store:
+    return new_s3_store()
+
+
+def s3_env(settings: Settings) -> dict[str, str]:
+    """Environment variables giving a `kodiak` process the S3 settings of `settings`."""
+    if not settings.s3_endpoint_url:
+        return {}
+    return {"KODIAK_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "KODIAK_S3_REGION": settings.s3_region or "us-east-1",
+            "AWS_ACCESS_KEY_ID": settings.aws_access_key_id or "",
+            "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get_secret_value()
+            if settings.aws_secret_access_key else ""}
+
+
 def make_settings(home: Path, **overrides) -> Settings:
     values = {
         "home": home,
@@ -36,6 +105,9 @@ def make_settings(home: Path, **overrides) -> Settings:
         "broker_url": "memory://",
         "storage_url": f"file://{home / 'storage'}",
     }
+    if S3_TEST_RUN:
+        store = new_s3_store()
+        values.update(storage_url=store.url, **s3_settings(store.endpoint))
     values.update(overrides)
     return Settings(**values)
 

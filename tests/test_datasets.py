@@ -25,7 +25,7 @@ def smaller_copy(data: bytes) -> bytes:
 
 def test_near_duplicates_share_a_group_and_are_listed(settings, data_dir):
     factory = make_session_factory(make_engine(settings.resolved_database_url()))
-    storage = open_storage(settings.resolved_storage_url())
+    storage = open_storage(settings.resolved_storage_url(), settings)
     photo = (data_dir / "bears" / "grizzly" / "0003.jpg").read_bytes()
     other = (data_dir / "bears" / "teddy" / "0007.jpg").read_bytes()
     uploads = [datasets.Upload(filename=name, data=data, label="grizzly") for name, data in [
@@ -71,7 +71,7 @@ def test_upload_groups_are_the_training_groups(settings):
         hashes += chain
     rng.shuffle(hashes)
     factory = make_session_factory(make_engine(settings.resolved_database_url()))
-    storage = open_storage(settings.resolved_storage_url())
+    storage = open_storage(settings.resolved_storage_url(), settings)
     with session_scope(factory) as session:
         user = auth.create_user(session=session, email="d@example.com", password="pw-123456")
         project = projects.create_project(session=session, owner=user, name="p")

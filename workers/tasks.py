@@ -14,7 +14,7 @@ from workers.celery_app import app
 def _resources():
     settings = get_settings()
     factory = make_session_factory(make_engine(settings.resolved_database_url()))
-    return settings, factory, open_storage(settings.resolved_storage_url())
+    return settings, factory, open_storage(settings.resolved_storage_url(), settings)
 
 
 @app.task(name=TRAIN_TASK)

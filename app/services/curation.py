@@ -11,7 +11,7 @@ from app.models import Image, ImagePrediction, Label, ModelVersion, Project, Sea
 from app.services.datasets import IMAGE_STATUSES
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import find_label
-from app.storage import LocalStorage
+from app.storage import Storage
 
 MAX_BULK = 5_000
 THUMB_SIZES = (96, 160, 240, 320, 480)
@@ -131,7 +131,7 @@ def thumbnail_size(size: int) -> int:
     return next((s for s in THUMB_SIZES if s >= size), THUMB_SIZES[-1])
 
 
-def thumbnail(*, storage: LocalStorage, image: Image, size: int) -> str:
+def thumbnail(*, storage: Storage, image: Image, size: int) -> str:
     """The storage key of a JPEG thumbnail (short side `size`), made once and cached."""
     size = thumbnail_size(size)
     key = f"thumbs/{image.storage_key}-{size}.jpg"

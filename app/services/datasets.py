@@ -16,7 +16,7 @@ from app.ml.images import ImageRejected, NormalisedImage, normalise_image
 from app.models import Image, Label, Project, User
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import add_label, clean_name, find_label
-from app.storage import LocalStorage
+from app.storage import Storage
 
 IMAGE_STATUSES = ("active", "excluded")
 PROVENANCE = ("image_url", "page_url", "title", "provider", "query", "licence")
@@ -120,7 +120,7 @@ def prepare_upload(*, upload: Upload, limits: Limits) -> Upload:
 def add_images(
     *,
     session: Session,
-    storage: LocalStorage,
+    storage: Storage,
     project: Project,
     uploads: list[Upload],
     limits: Limits,

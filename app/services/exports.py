@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.models import Image, Project
 from app.services.datasets import IMAGE_STATUSES, AddResult, Limits, Upload, add_images
 from app.services.errors import InvalidInputError
-from app.storage import LocalStorage
+from app.storage import Storage
 
 PROVENANCE = "provenance.csv"
 COLUMNS = ("file", "label", "status", "source", "image_url", "page_url", "title", "provider",
@@ -46,7 +46,7 @@ def folder_name(label: str | None) -> str:
     return name[:120]
 
 
-def export_dataset(*, session: Session, storage: LocalStorage, project: Project,
+def export_dataset(*, session: Session, storage: Storage, project: Project,
                    include_excluded: bool = True) -> IO[bytes]:
     """A temporary file holding the project's images by label folder and provenance.csv."""
     query = select(Image).where(Image.project_id == project.id).order_by(Image.id)
@@ -98,7 +98,7 @@ def read_provenance(archive: zipfile.ZipFile) -> dict[str, dict]:
     return {prefix + row.get("file", ""): row for row in rows}
 
 
-def import_dataset(*, session: Session, storage: LocalStorage, project: Project, data: bytes,
+def import_dataset(*, session: Session, storage: Storage, project: Project, data: bytes,
                    filename: str, limits: Limits) -> AddResult:
     """Add a zip of label folders; a provenance.csv inside keeps labels, status and sources."""
     try:

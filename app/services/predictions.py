@@ -20,7 +20,7 @@ from app.services.downloader import DownloadError, download
 from app.services.errors import InvalidInputError
 from app.serving.log_buffer import LogEntry
 from app.serving.runtime import Serving
-from app.storage import LocalStorage, StorageError
+from app.storage import Storage, StorageError
 
 
 async def predict(*, serving: Serving, deployment: Deployment, images: list[bytes],
@@ -136,7 +136,7 @@ def _summarise(rows: list) -> dict:
     }
 
 
-def example_images(*, session: Session, storage: LocalStorage, deployment: Deployment,
+def example_images(*, session: Session, storage: Storage, deployment: Deployment,
                    per_label: int) -> list[Image]:
     """A few images of each label for the demo page: validation images where known."""
     model = deployment.model

@@ -5,7 +5,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Deployment, Image, Label, Project, User
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
-from app.storage import LocalStorage
+from app.storage import Storage
 
 MAX_NAME = 200
 
@@ -42,7 +42,7 @@ def get_project(*, session: Session, owner: User, project_id: int) -> Project:
     return project
 
 
-def delete_project(*, session: Session, storage: LocalStorage, project: Project) -> None:
+def delete_project(*, session: Session, storage: Storage, project: Project) -> None:
     """Delete a project, then (once that is committed) its stored files."""
     deployment_ids = session.scalars(
         select(Deployment.id).where(Deployment.project_id == project.id)

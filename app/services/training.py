@@ -21,7 +21,7 @@ from app.queue import LR_FIND_TASK, TRAIN_TASK
 from app.schemas import TrainingIn
 from app.services.errors import InvalidInputError
 from app.services.jobs import JobCancelled, JobReporter, create_job, submit_job
-from app.storage import LocalStorage
+from app.storage import Storage
 
 log = logging.getLogger(__name__)
 PREDICTION_SORTS = {
@@ -163,7 +163,7 @@ def _live_progress(reporter: JobReporter):
 
 
 def run_training(
-    *, factory: sessionmaker[Session], storage: LocalStorage, settings: Settings, job_id: int
+    *, factory: sessionmaker[Session], storage: Storage, settings: Settings, job_id: int
 ) -> None:
     """Train, export and record a model version and its out-of-sample predictions."""
     reporter = JobReporter(factory, job_id)
@@ -232,7 +232,7 @@ def run_training(
 
 
 def run_lr_find(
-    *, factory: sessionmaker[Session], storage: LocalStorage, settings: Settings, job_id: int
+    *, factory: sessionmaker[Session], storage: Storage, settings: Settings, job_id: int
 ) -> None:
     """Sweep the head's learning rate; the job's result is {lrs, losses, suggestion}."""
     reporter = JobReporter(factory, job_id)

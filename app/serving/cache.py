@@ -5,7 +5,7 @@ from collections import OrderedDict
 
 from app.ml.predict import Classifier
 from app.models import ModelVersion
-from app.storage import LocalStorage
+from app.storage import Storage
 
 
 class ModelCache:
@@ -16,7 +16,7 @@ class ModelCache:
     """
 
     def __init__(
-        self, storage: LocalStorage, *, size: int, threads: int | None,
+        self, storage: Storage, *, size: int, threads: int | None,
         max_bytes: int | None = None,
     ) -> None:
         self.storage = storage

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Deployment, PredictionLog
-from app.storage import LocalStorage
+from app.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class LogEntry:
 class PredictionLogBuffer:
     """Prediction log rows kept in memory and written in one transaction every so often."""
 
-    def __init__(self, *, factory: sessionmaker[Session], storage: LocalStorage,
+    def __init__(self, *, factory: sessionmaker[Session], storage: Storage,
                  flush_s: float, max_rows: int = 500) -> None:
         self.factory = factory
         self.storage = storage

@@ -18,7 +18,7 @@ from app.services.downloader import DownloadPolicy, make_client, policy_from_set
 from app.serving.batcher import MicroBatcher
 from app.serving.cache import ModelCache
 from app.serving.log_buffer import LogEntry, PredictionLogBuffer
-from app.storage import LocalStorage
+from app.storage import Storage
 
 MIN_FLUSH_INTERVAL_S = 0.1  # the background writer's cadence when every row is due at once
 
@@ -47,7 +47,7 @@ class Serving:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, factory: sessionmaker[Session],
-                      storage: LocalStorage) -> "Serving":
+                      storage: Storage) -> "Serving":
         """The runtime these settings describe (not started)."""
         cache = ModelCache(storage, size=settings.model_cache_size,
                            threads=settings.inference_threads,

@@ -4,7 +4,7 @@ import asyncio
 import json
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -31,6 +31,7 @@ from app.web.deps import (
     StorageDep,
     UserDep,
 )
+from app.web.files import file_response
 from app.web.security import SignInGuardDep, client_ip, refuse_other_sites, throttled
 
 router = APIRouter(prefix="/api/v1")
@@ -263,8 +264,8 @@ def update_image(image_id: int, body: ImagePatch, session: SessionDep, user: Use
 @router.get("/images/{image_id}/file")
 def image_file(image_id: int, session: SessionDep, user: UserDep, storage: StorageDep):
     image, _ = _owned_image(session, user, image_id)
-    return FileResponse(storage.path(image.storage_key), media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=86400"})
+    return file_response(storage, image.storage_key, media_type="image/jpeg",
+                         headers={"Cache-Control": "private, max-age=86400"})
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ def model_file(model_id: int, name: str, session: SessionDep, user: UserDep,
     if name not in MODEL_FILES:
         raise HTTPException(404, f"no file {name!r}; files are {', '.join(MODEL_FILES)}")
     model = deployments.get_model(session=session, owner=user, model_id=model_id)
-    return FileResponse(storage.path(f"{model.storage_prefix}/{name}"), filename=name)
+    return file_response(storage, f"{model.storage_prefix}/{name}", filename=name)
 
 
 @router.post("/models/{model_id}/deployments", status_code=201)

@@ -3,13 +3,14 @@
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.schemas import BulkIn
 from app.services import curation, datasets, exports
 from app.web.deps import ProjectDep, SessionDep, SettingsDep, StorageDep, UserDep
+from app.web.files import file_response
 
 router = APIRouter(prefix="/api/v1")
 
@@ -46,8 +47,8 @@ def image_thumb(image_id: int, session: SessionDep, user: UserDep, storage: Stor
                 size: int = 240):
     image = datasets.get_owned_image(session=session, owner=user, image_id=image_id)
     key = curation.thumbnail(storage=storage, image=image, size=size)
-    return FileResponse(storage.path(key), media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=604800, immutable"})
+    return file_response(storage, key, media_type="image/jpeg",
+                         headers={"Cache-Control": "private, max-age=604800, immutable"})
 
 
 @router.get("/projects/{project_id}/export")

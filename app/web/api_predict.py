@@ -6,7 +6,6 @@ import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -27,6 +26,7 @@ from app.web.deps import (
     UserDep,
     bearer_token,
 )
+from app.web.files import file_response
 
 router = APIRouter(prefix="/api/v1")
 MAX_BATCH_FILES = 64
@@ -163,5 +163,5 @@ def example_image(slug: str, n: int, session: SessionDep, user: OptionalUserDep,
     if not 0 <= n < len(examples):
         raise NotFoundError(f"no example {n} (this demo has {len(examples)})")
     cache = "public" if deployment.public else "private"
-    return FileResponse(storage.path(examples[n].storage_key), media_type="image/jpeg",
-                        headers={"Cache-Control": f"{cache}, max-age=300"})
+    return file_response(storage, examples[n].storage_key, media_type="image/jpeg",
+                         headers={"Cache-Control": f"{cache}, max-age=300"})

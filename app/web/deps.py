@@ -11,7 +11,7 @@ from app.config import Settings
 from app.models import Project, User
 from app.services import auth, projects
 from app.serving.runtime import Serving
-from app.storage import LocalStorage
+from app.storage import Storage
 
 SESSION_COOKIE = "kodiak_session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -30,7 +30,7 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_storage(request: Request) -> LocalStorage:
+def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
@@ -41,7 +41,7 @@ def get_serving(request: Request) -> Serving:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
-StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
 
 

@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
     )
     engine = make_engine(settings.resolved_database_url())
-    storage = open_storage(settings.resolved_storage_url())
+    storage = open_storage(settings.resolved_storage_url(), settings)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)

@@ -26,7 +26,7 @@ def factory(settings):
 
 @pytest.fixture
 def storage(settings):
-    return open_storage(settings.resolved_storage_url())
+    return open_storage(settings.resolved_storage_url(), settings)
 
 
 @pytest.fixture

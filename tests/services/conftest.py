@@ -16,4 +16,4 @@ def session(settings):
 
 @pytest.fixture
 def storage(settings):
-    return open_storage(settings.resolved_storage_url())
+    return open_storage(settings.resolved_storage_url(), settings)

@@ -13,7 +13,7 @@ from app.db import make_engine, make_session_factory, session_scope
 from app.models import Image, Job, Project, utcnow
 from app.services import jobs, maintenance
 from app.storage import open_storage
-from tests.conftest import make_settings
+from tests.conftest import make_settings, s3_env
 
 TABLES = ["user", "project", "label", "image", "job", "model_version", "deployment",
           "search_result", "image_prediction", "prediction_log", "api_key"]
@@ -144,6 +144,8 @@ def test_backup_and_restore_commands_on_postgres(tmp_path, data_dir, monkeypatch
         for key, value in {"home": source.home, "database_url": urls[0],
                            "storage_url": source.resolved_storage_url()}.items():
             monkeypatch.setenv(f"KODIAK_{key.upper()}", str(value))
+        for key, value in s3_env(source).items():  # under `make test-s3`
+            monkeypatch.setenv(key, value)
         from app import config
 
         config.get_settings.cache_clear()

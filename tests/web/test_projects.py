@@ -49,9 +49,9 @@ def test_delete_project_removes_its_files(client, admin, settings, data_dir):
                         files=[("files", (photo.name, photo.read_bytes()))]).json()["added"]
     assert client.get(f"/api/v1/images/{added[0]['image_id']}/thumb?size=96",
                       headers=admin).status_code == 200
-    root = settings.home / "storage"
-    assert (root / "images" / str(pid)).is_dir()
-    assert (root / "thumbs" / "images" / str(pid)).is_dir()
+    storage = client.app.state.storage  # a folder, or S3 under `make test-s3`
+    assert list(storage.list_keys(f"images/{pid}"))
+    assert list(storage.list_keys(f"thumbs/images/{pid}"))
     assert client.delete(f"/api/v1/projects/{pid}", headers=admin).status_code == 204
-    assert not (root / "images" / str(pid)).exists()
-    assert not (root / "thumbs" / "images" / str(pid)).exists()
+    assert not list(storage.list_keys(f"images/{pid}"))
+    assert not list(storage.list_keys(f"thumbs/images/{pid}"))
