@@ -26,14 +26,14 @@ from app.services import datasets, search
 from app.services.downloader import DownloadError, download_many, policy_from_settings
 from app.services.errors import InvalidInputError
 from app.services.jobs import JobCancelled, JobReporter
-from app.storage import LocalStorage
+from app.storage import Storage
 
 log = logging.getLogger(__name__)
 BATCH = 64
 BATCH_WAIT_S = 0.25  # gather finished downloads this long before filing them together
 
 
-def run_gathering(*, factory: sessionmaker[Session], storage: LocalStorage, settings: Settings,
+def run_gathering(*, factory: sessionmaker[Session], storage: Storage, settings: Settings,
                   job_id: int) -> None:
     """Run a claimed search or URL-import job to its end (idempotent under redelivery)."""
     reporter = JobReporter(factory, job_id)
@@ -157,7 +157,7 @@ def _filename(url: str) -> str:
     return (name or urlsplit(url).netloc or "download")[:200]
 
 
-async def _download_and_file(*, factory, storage: LocalStorage, settings: Settings, job: Job,
+async def _download_and_file(*, factory, storage: Storage, settings: Settings, job: Job,
                              reporter: JobReporter) -> dict | None:
     """Download the pending URLs and file them in batches; None when cancelled."""
     with factory() as session:
@@ -244,7 +244,7 @@ def _report(reporter: JobReporter, counts: dict) -> bool:
     return reporter.should_stop()
 
 
-def _file_batch(*, factory, storage: LocalStorage, job: Job, batch: list,
+def _file_batch(*, factory, storage: Storage, job: Job, batch: list,
                 limits: datasets.Limits) -> dict:
     """File one batch of finished downloads and mark their rows, in one transaction."""
     with session_scope(factory) as session:
