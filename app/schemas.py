@@ -2,8 +2,9 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from app.ml.recipe import FROZEN_EPOCHS, RECIPE_FIELDS, RecipeField
 from app.services.accounts import MIN_PASSWORD_CHARS
 from app.services.auth import MAX_PASSWORD_CHARS
 from app.services.curation import MAX_BULK
@@ -12,7 +13,6 @@ from app.services.deployments import SLUG_PATTERN
 from app.services.gathering import MAX_IMAGES, MAX_URLS
 from app.services.projects import MAX_NAME
 
-BACKBONE_NAMES = ("efficientnet_lite0",)
 ImageStatus = Literal[IMAGE_STATUSES]  # type: ignore[valid-type]
 
 
@@ -77,20 +77,20 @@ class UrlImportIn(Strict):
     urls: list[str] = Field(min_length=1, max_length=MAX_URLS)
 
 
-class TrainingIn(Strict):
-    """A training recipe; omitted fields take the recipe's defaults."""
+def _recipe_field(spec: RecipeField) -> tuple:
+    """An optional request field with the recipe field's limits (omitted: the default)."""
+    kind = Literal[spec.choices] if spec.choices else spec.type  # type: ignore[valid-type]
+    default = "" if spec.default is None else f"; default {spec.default}"
+    extra = {"deprecated": True} if spec is FROZEN_EPOCHS else None
+    return kind | None, Field(default=None, description=spec.label + default,
+                              json_schema_extra=extra, **spec.bounds)
 
-    backbone: Literal[BACKBONE_NAMES] | None = None  # type: ignore[valid-type]
-    epochs: int | None = Field(default=None, ge=0, le=50)
-    frozen_epochs: int | None = Field(default=None, ge=1, le=50)
-    lr: float | None = Field(default=None, gt=0, le=1)
-    unfrozen_lr: float | None = Field(default=None, gt=0, le=1)
-    batch_size: int | None = Field(default=None, ge=2, le=512)
-    valid_pct: float | None = Field(default=None, gt=0, le=0.5)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    label_smoothing: float | None = Field(default=None, ge=0, lt=1)
-    augment_views: int | None = Field(default=None, ge=0, le=8)
-    image_size: int | None = Field(default=None, ge=64, le=512)
+
+TrainingIn = create_model(
+    "TrainingIn", __base__=Strict,
+    __doc__="A training recipe (app.ml.recipe); omitted fields take the recipe's defaults.",
+    **{spec.name: _recipe_field(spec) for spec in (*RECIPE_FIELDS.values(), FROZEN_EPOCHS)},
+)
 
 
 class DeploymentIn(Strict):

@@ -11,7 +11,7 @@ Each side runs in its own child process (its peak RSS is the worker's peak while
   `fine_tune(4)`) on a Learner built as `vision_learner` builds one for a timm arch, around
   the same EfficientNet-Lite0 body with the same mapped ImageNet weights, normalised with
   mean/std 0.5 as those weights need.
-Both use the seeded 80/20 split of `app.ml.train.split_samples` that keeps the duplicate groups
+Both use the seeded 80/20 split of `app.ml.split.split_samples` that keeps the duplicate groups
 of bears/review_notes.csv on one side.
 """
 
@@ -71,7 +71,7 @@ def run_fastai(epochs: int) -> dict:
     from fastai.vision.learner import TimmBody, add_head
 
     from app.ml.backbones import imagenet_model
-    from app.ml.train import split_samples
+    from app.ml.split import split_samples
 
     torch.manual_seed(SEED)
     samples, _labels = bear_samples()
@@ -156,7 +156,7 @@ def main() -> None:
         "unknown_threshold": kodiak["unknown_threshold"],
         "peak_rss_mb": max(kodiak["peak_rss_mb"], unfrozen["peak_rss_mb"]),
         "split": f"seeded ({SEED}) 80/20, stratified, duplicate groups of review_notes.csv "
-                 "kept on one side (app.ml.train.split_samples), the same for both",
+                 "kept on one side (app.ml.split.split_samples), the same for both",
         "machine": described,
     }
     if not args.skip_baseline:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common import bear_samples
 
-import app.ml.train as train_module
+import app.ml.device as device_module
 from app.ml.train import Recipe, train_classifier
 
 
@@ -26,9 +26,9 @@ def main() -> None:
     samples, labels = bear_samples()
     rows = []
     modes = ["bf16", "fp32"] if args.fp32 else ["auto"]
-    bf16_check = train_module._cpu_has_fast_bf16
+    bf16_check = device_module.cpu_has_fast_bf16
     for mode in modes:
-        train_module._cpu_has_fast_bf16 = (lambda: False) if mode == "fp32" else bf16_check
+        device_module.cpu_has_fast_bf16 = (lambda: False) if mode == "fp32" else bf16_check
         for epochs in args.epochs:
             extra = {} if args.augment_views is None else {"augment_views": args.augment_views}
             recipe = Recipe(epochs=epochs, **extra)

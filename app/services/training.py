@@ -9,16 +9,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
 from app.ml import near_duplicates
+from app.ml.recipe import Recipe, TrainingCancelled, checked
+from app.ml.split import Sample
 from app.models import Image, ImagePrediction, Job, Label, ModelVersion, Project, utcnow
 from app.queue import LR_FIND_TASK, TRAIN_TASK
-from app.schemas import TrainingIn
 from app.services.errors import InvalidInputError
 from app.services.jobs import JobCancelled, JobReporter, create_job, submit_job
 from app.storage import Storage
@@ -68,15 +68,11 @@ def start_lr_find(*, session: Session, settings: Settings, project: Project, rec
 
 
 def validated_recipe(recipe: dict) -> dict:
-    """The recipe checked against the API's bounds (forms and retrains included)."""
+    """The fields given, checked against the Recipe's limits (API, forms and retrains)."""
     try:
-        return TrainingIn.model_validate(recipe).model_dump(exclude_none=True)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'recipe'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise InvalidInputError(f"invalid training recipe: {problems}") from exc
+        return checked(recipe)
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid training recipe: {exc}") from exc
 
 
 def _start(*, session, settings, project, recipe, kind, task):
@@ -102,8 +98,6 @@ class _Dataset:
 
 
 def _load_dataset(factory: sessionmaker[Session], project_id: int) -> _Dataset:
-    from app.ml.train import Sample
-
     with session_scope(factory) as session:
         project = session.get(Project, project_id)
         images = trainable_images(session=session, project=project)
@@ -175,7 +169,7 @@ def run_training(
         # torch is imported here, in the worker only (the web process never loads it),
         # under the heartbeat: a first import can outlast a short stale window.
         from app.ml.export import export_model
-        from app.ml.train import Recipe, train_classifier
+        from app.ml.train import train_classifier
 
         recipe = Recipe.from_dict(job.params)
         data = _load_dataset(factory, job.project_id)
@@ -241,7 +235,7 @@ def run_lr_find(
         return
     with _outcome(reporter, "lr_find"):
         with heartbeat(factory, job_id, every=_beat_interval(settings)):
-            from app.ml.train import Recipe, lr_find
+            from app.ml.lr_find import lr_find
 
             recipe = Recipe.from_dict(job.params)
             data = _load_dataset(factory, job.project_id)
@@ -257,19 +251,13 @@ def _outcome(reporter: JobReporter, what: str) -> Iterator[None]:
     """Record how a worker job ended: cancelled, failed with a readable error, or crashed."""
     try:
         yield
-    except (_training_cancelled(), JobCancelled):
+    except (TrainingCancelled, JobCancelled):
         reporter.finish(status="cancelled", message="cancelled")
     except (InvalidInputError, ValueError) as exc:
         reporter.finish(status="failed", message="failed", error=str(exc))
     except Exception as exc:
         log.exception("%s job %s failed", what, reporter.job_id)
         reporter.finish(status="failed", message="failed", error=f"{type(exc).__name__}: {exc}")
-
-
-def _training_cancelled() -> type[Exception]:
-    from app.ml.train import TrainingCancelled
-
-    return TrainingCancelled
 
 
 def _beat_interval(settings: Settings) -> float:

@@ -8,7 +8,7 @@ import pytest
 
 def bear_samples(data_dir: Path, *, every: int = 1):
     """(samples, labels) for the bear photos, every n-th file, groups from review_notes.csv."""
-    from app.ml.train import Sample
+    from app.ml.split import Sample
 
     root = data_dir / "bears"
     labels = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -37,7 +37,8 @@ def small_bears(data_dir):
 @pytest.fixture(scope="session")
 def trained(small_bears):
     """A head-only model on 60 bear photos (a few seconds on 2 cores)."""
-    from app.ml.train import Recipe, train_classifier
+    from app.ml.recipe import Recipe
+    from app.ml.train import train_classifier
 
     samples, labels = small_bears
     return train_classifier(samples=samples, labels=labels, read_bytes=read_bytes,

@@ -10,6 +10,7 @@ import pytest
 from app.db import session_scope
 from app.models import Image, Job
 from app.services import training
+from app.services.errors import InvalidInputError
 from tests.ml.conftest import TINY
 
 LABELS = ("black", "grizzly", "teddy")
@@ -111,15 +112,17 @@ def test_lr_find_job_returns_the_curve_and_a_suggestion(client, admin, data_dir)
 
 
 def test_cancel_stops_a_running_training_within_a_batch(client, admin, data_dir):
+    """Cancelled while the unfrozen phase runs, the job stops at the next batch, not at the
+    end of the epoch or of the training."""
     pid = upload_bears(client, admin, data_dir, every=12)
     job_id = client.post(f"/api/v1/projects/{pid}/trainings", headers=admin,
-                         json={"epochs": 3, **TINY}).json()["id"]
+                         json={"epochs": 3, "head_epochs": 1, **TINY}).json()["id"]
     outcome = {}
     worker = threading.Thread(target=lambda: outcome.setdefault("job", run(client, job_id)))
     worker.start()
-    deadline = time.monotonic() + 120
-    while client.get(f"/api/v1/jobs/{job_id}", headers=admin).json()["progress"] < 0.05:
-        assert time.monotonic() < deadline
+    deadline = time.monotonic() + 180
+    while "batch" not in client.get(f"/api/v1/jobs/{job_id}", headers=admin).json()["message"]:
+        assert time.monotonic() < deadline and worker.is_alive()
         time.sleep(0.2)
     asked = time.monotonic()
     assert client.post(f"/api/v1/jobs/{job_id}/cancel", headers=admin).status_code == 200
@@ -128,6 +131,34 @@ def test_cancel_stops_a_running_training_within_a_batch(client, admin, data_dir)
     assert outcome["job"].status == "cancelled"
     assert outcome["job"].result is None
     assert time.monotonic() - asked < 10  # one batch of 16 images plus a 0.5 s poll
+    unfrozen = [row for row in outcome["job"].detail.get("history", [])
+                if row["phase"] == "unfrozen"]
+    assert len(unfrozen) <= 1  # at most the epoch it was asked in finished; 3 were asked for
+
+
+def test_recipes_are_checked_against_the_recipe_limits():
+    assert training.validated_recipe({"epochs": 2, "lr": None}) == {"epochs": 2}
+    with pytest.raises(InvalidInputError, match="epochs: must be at most 50"):
+        training.validated_recipe({"epochs": 99})
+    with pytest.raises(InvalidInputError, match="unknown recipe keys: colour"):
+        training.validated_recipe({"colour": "red"})
+
+
+def test_frozen_epochs_is_still_accepted_as_rounds_of_eight_head_epochs(client, admin,
+                                                                        data_dir):
+    pid = upload_bears(client, admin, data_dir, every=30)
+    trainings = f"/api/v1/projects/{pid}/trainings"
+    old = client.post(trainings, headers=admin, json={"frozen_epochs": 2, "epochs": 0})
+    assert old.status_code == 202, old.text
+    with client.app.state.session_factory() as session:
+        assert session.get(Job, old.json()["id"]).params == {"head_epochs": 16, "epochs": 0}
+    assert training.validated_recipe({"frozen_epochs": 1}) == {"head_epochs": 8}
+    for bad in ({"frozen_epochs": 1, "head_epochs": 8}, {"frozen_epochs": 51},
+                {"head_epochs": 401}, {"head_epochs": 0}):
+        assert client.post(trainings, headers=admin, json=bad).status_code == 422, bad
+    schema = client.get("/api/v1/openapi.json").json()["components"]["schemas"]["TrainingIn"]
+    assert schema["properties"]["head_epochs"]["anyOf"][0]["maximum"] == 400
+    assert schema["properties"]["frozen_epochs"]["deprecated"] is True
 
 
 def test_groups_join_duplicate_groups_and_near_phashes():

@@ -1,0 +1,56 @@
+"""Where training runs: the device, its threads and seeds, moving batches there, and mixed
+precision where the hardware makes it fast."""
+
+import os
+import random
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+
+def pick_device(name: str | None) -> torch.device:
+    """The named device, else CUDA when there is one, else the CPU."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def owned_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - third-party code may draw from the legacy global
+    torch.manual_seed(seed)
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Channels-last on the device; through pinned memory, without blocking, on a GPU."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True, memory_format=torch.channels_last)
+    return batch.to(device, memory_format=torch.channels_last)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, *, enabled: bool = True):
+    dtype = autocast_dtype(device)
+    if not enabled or dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def cpu_has_fast_bf16() -> bool:
+    cpu = torch.cpu
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)

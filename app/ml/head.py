@@ -1,0 +1,160 @@
+"""The frozen phase: the pretrained body runs once per view of each image, then linear heads
+train on the cached features: the model's own head, and K-fold heads whose predictions for
+the training images are out of sample."""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.ml.backbones import HEAD_DROP_RATE
+from app.ml.device import autocast, to_device
+from app.ml.metrics import history_row
+from app.ml.prepare import Prepared
+from app.ml.preprocess import to_chw
+from app.ml.recipe import Recipe
+from app.ml.split import fold_assignment
+
+FEATURE_BATCH = 32
+OOS_FOLDS = 5
+
+
+@dataclass
+class FrozenFeatures:
+    """The body's pre-logits features. Training rows come in n_views blocks of n_train (eval
+    crops first, then augmented views), so row i is training image i % n_train."""
+
+    train: torch.Tensor
+    train_targets: torch.Tensor
+    valid: torch.Tensor
+    valid_targets: torch.Tensor
+
+
+def frozen_features(run: Prepared) -> FrozenFeatures:
+    """Features of every training view and of each validation image's eval crop."""
+    started = time.perf_counter()
+    n_train, n_valid = len(run.train_pos), len(run.valid_pos)
+    total = n_train * run.n_views + n_valid
+
+    def train_view(i: int) -> np.ndarray:
+        position = run.train_pos[i % n_train]
+        image = run.crops[position] if i < n_train else run.augment(run.images[position])
+        return to_chw(image, run.pre)
+
+    def on_batch(done: int) -> None:
+        run.report("frozen", 0.9 * done / total, f"frozen features {done}/{total}", epoch=0)
+
+    train = extract_features(run.model, train_view, n_train * run.n_views, run.device,
+                             on_batch=on_batch)
+    valid = extract_features(run.model, lambda i: to_chw(run.crops[run.valid_pos[i]], run.pre),
+                             n_valid, run.device, fp32=True,
+                             on_batch=lambda done: on_batch(n_train * run.n_views + done))
+    run.speed["frozen"] = total / (time.perf_counter() - started)
+    return FrozenFeatures(train=train, valid=valid,
+                          train_targets=run.targets[run.train_pos].repeat(run.n_views)
+                          .to(run.device),
+                          valid_targets=run.targets[run.valid_pos].to(run.device))
+
+
+def extract_features(model: nn.Module, make_view: Callable[[int], np.ndarray], count: int,
+                     device: torch.device, *, fp32: bool = False,
+                     on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Pre-logits features of views 0..count-1, FEATURE_BATCH at a time."""
+    chunks = []
+    for start in range(0, count, FEATURE_BATCH):
+        stop = min(start + FEATURE_BATCH, count)
+        batch = torch.from_numpy(np.stack([make_view(i) for i in range(start, stop)]))
+        batch = to_device(batch, device)
+        with torch.inference_mode(), autocast(device, enabled=not fp32):
+            chunks.append(model.forward_head(model.forward_features(batch), pre_logits=True))
+        if on_batch:
+            on_batch(stop)
+    return torch.cat(chunks).float()
+
+
+def fit_head(run: Prepared, features: FrozenFeatures) -> torch.Tensor:
+    """Train the model's own head on the cached features; its validation logits."""
+    head, epochs = run.model.get_classifier(), run.recipe.head_epochs
+
+    def on_epoch(epoch: int, losses: list[float], started: float) -> None:
+        with torch.inference_mode():
+            logits = head(features.valid)
+        row = history_row("frozen", epoch + 1, losses, logits, features.valid_targets,
+                          label_smoothing=run.recipe.label_smoothing, started=started)
+        run.history.append(row)
+        run.report("frozen", 0.9 + 0.1 * (epoch + 1) / epochs,
+                   f"head epoch {epoch + 1}/{epochs}, loss {row['train_loss']:.3f}, "
+                   f"error {row['error_rate']:.3f}", epoch=epoch + 1, history=row)
+
+    train_head(head, features.train, features.train_targets, run.recipe, on_epoch)
+    with torch.no_grad():
+        return head(features.valid).float()
+
+
+def out_of_sample(run: Prepared, features: FrozenFeatures) -> np.ndarray:
+    """Each training image's probabilities from a head fitted without its fold."""
+    folds = fold_assignment(run.groups(run.train_pos), folds=OOS_FOLDS, seed=run.recipe.seed)
+
+    def on_fold(k: int, count: int) -> None:
+        run.report("folds", (k + 1) / count, f"out-of-sample predictions: fold {k + 1}/{count}")
+
+    return fold_probabilities(features.train, features.train_targets, folds,
+                              n_classes=len(run.labels), recipe=run.recipe, on_fold=on_fold)
+
+
+def fold_probabilities(features: torch.Tensor, targets: torch.Tensor, folds: list[int], *,
+                       n_classes: int, recipe: Recipe,
+                       on_fold: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """K-fold heads on cached features (folds: one per training image, whose views are rows
+    i % len(folds)): every view of a held-out image is left out, and its first view (the eval
+    crop) is predicted."""
+    n_train, count = len(folds), max(folds) + 1
+    row_fold = torch.tensor(folds)[torch.arange(len(features)) % n_train].to(features.device)
+    eval_fold = torch.tensor(folds).to(features.device)
+    out = np.zeros((n_train, n_classes))
+    for k in range(count):
+        head = nn.Linear(features.shape[1], n_classes).to(features.device)
+        if count > 1:
+            keep = row_fold != k
+            train_head(head, features[keep], targets[keep], recipe)
+        else:  # one group only: nothing to hold out, the in-sample head is all there is
+            train_head(head, features, targets, recipe)
+        with torch.inference_mode():
+            held = eval_fold == k
+            logits = head(features[:n_train][held]).double()
+            out[held.cpu().numpy()] = torch.softmax(logits, dim=1).cpu().numpy()
+        if on_fold:
+            on_fold(k, count)
+    return out
+
+
+def train_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, recipe: Recipe,
+               on_epoch: Callable[[int, list[float], float], None] | None = None) -> None:
+    """recipe.head_epochs passes over the cached features: AdamW with a one-cycle schedule,
+    dropout as the head's own. on_epoch(epoch, batch losses, its start time)."""
+    steps = math.ceil(len(features) / recipe.batch_size)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
+                                                   total_steps=recipe.head_epochs * steps)
+    for epoch in range(recipe.head_epochs):
+        started = time.perf_counter()
+        order = torch.randperm(len(features)).to(features.device)
+        losses = []
+        with torch.enable_grad():
+            for step in range(steps):
+                batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+                dropped = F.dropout(features[batch], p=HEAD_DROP_RATE, training=True)
+                loss = F.cross_entropy(head(dropped), targets[batch],
+                                       label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                losses.append(loss.item())
+        if on_epoch:
+            on_epoch(epoch, losses, started)
