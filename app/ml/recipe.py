@@ -80,9 +80,14 @@ class RecipeField:
         return int(float(text)) if self.type is int else float(text)
 
     def input_attrs(self) -> dict[str, object]:
-        """min, max and step for an HTML number input."""
-        low = self.bounds.get("ge", self.bounds.get("gt"))
-        high = self.bounds.get("le", self.bounds.get("lt"))
+        """min, max and step for an HTML number input (whose bounds are inclusive: an
+        exclusive bound moves one step inward where the step is a number)."""
+        inward = 0 if self.step == "any" else float(self.step)
+        low, high = self.bounds.get("ge"), self.bounds.get("le")
+        if low is None and "gt" in self.bounds:
+            low = self.bounds["gt"] + inward
+        if high is None and "lt" in self.bounds:
+            high = self.bounds["lt"] - inward
         attrs = {"min": low, "max": high, "step": self.step}
         return {name: value for name, value in attrs.items() if value is not None}
 

@@ -51,6 +51,7 @@ def test_frozen_epochs_is_the_old_name_for_rounds_of_eight_head_epochs():
 def test_form_attributes_come_from_the_limits():
     assert RECIPE_FIELDS["epochs"].input_attrs() == {"min": 0, "max": 50, "step": "1"}
     assert RECIPE_FIELDS["lr"].input_attrs() == {"min": 0, "max": 1, "step": "any"}
+    assert RECIPE_FIELDS["valid_pct"].input_attrs() == {"min": 0.05, "max": 0.5, "step": "0.05"}
     assert RECIPE_FIELDS["batch_size"].parse("16.0") == 16
     assert RECIPE_FIELDS["valid_pct"].parse("0.25") == 0.25
     with pytest.raises(ValueError):

@@ -3,6 +3,7 @@
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from app.ml.recipe import RECIPE_FIELDS
 from app.models import Project
 from app.schemas import TrainingIn
 from app.services import jobs, training
@@ -20,8 +21,10 @@ from app.web.pages.common import (
 )
 
 router = page_router()
-RECIPE_DEFAULTS = {"epochs": 0, "frozen_epochs": 1, "lr": 2e-3, "unfrozen_lr": 5e-5,
-                   "batch_size": 32, "valid_pct": 0.2, "seed": 42, "augment_views": 2}
+# The recipe fields the form asks for; their labels, limits and defaults are the recipe's own.
+RECIPE_FORM = {name: RECIPE_FIELDS[name] for name in (
+    "epochs", "head_epochs", "lr", "unfrozen_lr", "batch_size", "valid_pct", "augment_views",
+    "seed")}
 
 
 @router.get("/projects/{project_id}/train", response_class=HTMLResponse)
@@ -30,19 +33,18 @@ def train_page(request: Request, project: PageProjectDep, session: SessionDep,
     trainings = [j for j in jobs.list_jobs(session=session, project=project, limit=30)
                  if j.kind == "training"]
     return render(request, "train.html", **project_context(
-        session, user_session, project, "train", recipe=RECIPE_DEFAULTS, trainings=trainings))
+        session, user_session, project, "train", recipe=RECIPE_FORM, trainings=trainings))
 
 
 def recipe_from_form(form) -> dict:
     """The recipe fields a person filled in, as numbers (blank means the default)."""
     recipe = {}
-    for name, default in RECIPE_DEFAULTS.items():
+    for name, spec in RECIPE_FORM.items():
         value = str(form.get(name, "")).strip()
         if not value:
             continue
         try:
-            recipe[name] = type(default)(float(value)) if isinstance(default, int) \
-                else float(value)
+            recipe[name] = spec.parse(value)
         except (ValueError, OverflowError) as exc:
             raise InvalidInputError(f"{name.replace('_', ' ')} must be a number") from exc
     return recipe
