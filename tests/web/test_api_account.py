@@ -2,7 +2,7 @@
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_key
+from tests.conftest import ADMIN_EMAIL, api_key
 
 OTHER = {"email": "other@example.com", "password": "other-password"}
 
