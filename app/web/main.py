@@ -7,7 +7,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
@@ -26,6 +26,7 @@ from app.web import (
     api_gather,
     api_predict,
     api_training,
+    openapi,
     pages,
     security,
 )
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        predict_max_bytes=settings.max_predict_mb * 2**20)
     security.install(app, settings)
     _add_error_handlers(app)
+    openapi.document_errors(app)
     return app
 
 
@@ -131,6 +133,16 @@ def _add_error_handlers(app: FastAPI) -> None:
                                        "(same name or same image); try again"}, 409)
 
     app.add_exception_handler(IntegrityError, integrity)
+
+    async def out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # An int beyond 64 bits as an id, offset or limit: SQLite cannot bind it
+        # (OverflowError), PostgreSQL refuses it (DataError: bigint out of range).
+        log.info("out of range on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": "a value in the request is out of range (numbers: "
+                                       "at most 2**63 - 1)"}, 422)
+
+    app.add_exception_handler(OverflowError, out_of_range)
+    app.add_exception_handler(DataError, out_of_range)
     app.add_exception_handler(StorageError, handler(404))
 
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
