@@ -1,5 +1,6 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.models import ModelVersion
@@ -39,3 +40,23 @@ def test_eviction_by_count_and_by_bytes(bear_model, tmp_path):
     cache.get(b)
     assert cache.cached_ids() == [2]
     assert cache.loads == 4
+
+
+def test_an_entry_answers_only_for_the_row_it_was_loaded_from(bear_model, tmp_path):
+    cache, [first] = cache_with_versions(bear_model, tmp_path, 1, size=4)
+    first.created_at = datetime(2026, 1, 1, tzinfo=UTC)
+    loaded = cache.get(first)
+    same_row = ModelVersion(id=1, project_id=1, storage_prefix=first.storage_prefix,
+                            created_at=first.created_at)
+    assert cache.get(same_row) is loaded and cache.loads == 1
+    # Another row under the same id (a restored or rebuilt database): loaded anew, and the
+    # entry of the row it replaced is dropped.
+    for path in Path(bear_model[0]).iterdir():
+        cache.storage.put_file(f"models/9/1/{path.name}", path)
+    moved = ModelVersion(id=1, project_id=9, storage_prefix="models/9/1",
+                         created_at=first.created_at)
+    recreated = ModelVersion(id=1, project_id=1, storage_prefix=first.storage_prefix,
+                             created_at=datetime(2026, 2, 1, tzinfo=UTC))
+    for other in (moved, recreated):
+        assert cache.get(other) is not loaded
+    assert cache.loads == 3 and cache.cached_ids() == [1]
