@@ -47,7 +47,8 @@ def web(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run("app.web.main:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.web_workers, proxy_headers=True, log_level="info")
+                workers=settings.web_workers, proxy_headers=True,
+                forwarded_allow_ips=settings.forwarded_allow_ips, log_level="info")
 
 
 def worker(queues: str, pool: str | None, concurrency: int | None) -> None:

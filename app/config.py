@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     web_workers: int = 1  # uvicorn processes of `kodiak web` (each has its own model cache)
+    # Proxies whose X-Forwarded-For/-Proto `kodiak web` believes (comma-separated addresses
+    # or networks, "*" for any): the TLS-terminating proxy in front of it.
+    forwarded_allow_ips: str = "127.0.0.1"
     admin_email: str = "admin@example.com"
     admin_password: str | None = None
     database_url: str | None = Field(

@@ -48,3 +48,18 @@ def test_storage_copy_to_s3_and_back(tmp_path, s3_store):
 def test_storage_copy_needs_two_urls(tmp_path):
     result = kodiak("storage", "copy", f"file://{tmp_path}", env=dict(os.environ))
     assert result.returncode == 2 and "target_url" in result.stderr
+
+
+def test_web_believes_forwarded_headers_from_the_configured_proxies_only(tmp_path, monkeypatch):
+    import uvicorn
+
+    from app import cli
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr("app.observability.configure_logging", lambda settings: None)
+    cli.web(Settings(home=tmp_path, forwarded_allow_ips="10.0.0.5,172.18.0.0/16"))
+    assert calls[0]["proxy_headers"] is True
+    assert calls[0]["forwarded_allow_ips"] == "10.0.0.5,172.18.0.0/16"
+    cli.web(Settings(home=tmp_path))
+    assert calls[1]["forwarded_allow_ips"] == "127.0.0.1"
