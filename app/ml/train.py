@@ -77,7 +77,8 @@ def _phase_costs(n_samples: int, recipe: Recipe) -> dict[str, float]:
     """Each phase's rough cost in image passes, for one progress fraction across them."""
     n_views, n_valid = 1 + recipe.augment_views, round(n_samples * recipe.valid_pct)
     n_train = n_samples - n_valid
-    return {"frozen": n_train * n_views + n_valid, "folds": 0.02 * n_train * n_views,
+    return {"frozen": n_train * n_views + n_valid,
+            "folds": 0.0025 * n_train * n_views * recipe.head_epochs,
             "unfrozen": recipe.epochs * (3 * n_train + n_valid)}
 
 

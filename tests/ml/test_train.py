@@ -69,7 +69,8 @@ def test_should_stop_cancels_within_a_batch(small_bears):
 
     with pytest.raises(TrainingCancelled, match="unfrozen"):
         train_classifier(samples=samples, labels=labels, read_bytes=read_bytes,
-                         recipe=Recipe(epochs=2, head_epochs=1, **TINY), should_stop=stop,
+                         recipe=Recipe(epochs=2, head_epochs=1, image_size=64, **TINY),
+                         should_stop=stop,
                          progress=lambda fraction, message, extra: messages.append(message))
     unfrozen = [m for m in messages if m.startswith("unfrozen")]
     assert len(unfrozen) == 1
