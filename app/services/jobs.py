@@ -210,6 +210,7 @@ class JobReporter:
                 log.info("job %s is claimed elsewhere; skipping this delivery", self.job_id)
                 return None
             session.refresh(job)
+            log.info("job %s claimed; running it here", self.job_id)
             return job
 
     def _job(self, session: Session) -> Job:
