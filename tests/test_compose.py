@@ -300,3 +300,12 @@ def test_dockerignore_keeps_what_pip_needs() -> None:
     assert {".git", ".venv"} <= ignored
     for needed in ("pyproject.toml", "app", "workers", "README.md", "migrations", "alembic.ini"):
         assert needed not in ignored, needed
+
+
+def test_train_workers_have_time_to_finish_a_training_when_stopped(compose: dict) -> None:
+    # SIGTERM is Celery's warm shutdown (tests/integration/test_scale_out.py): the running
+    # training finishes first, unless Docker's grace period (10 s by default) runs out.
+    for name in TRAIN_WORKERS:
+        grace = compose["services"][name].get("stop_grace_period", "10s")
+        minutes = re.fullmatch(r"(\d+)m", grace)
+        assert minutes and int(minutes.group(1)) >= 10, (name, grace)
