@@ -4,6 +4,7 @@ import logging
 import math
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -200,29 +201,35 @@ def run_training(
         }
         reporter.update_detail(phase="export")
         reporter.progress(0.99, "exporting the model (safetensors, ONNX)")
-        with session_scope(factory) as session:
-            model = ModelVersion(
-                project_id=job.project_id, job_id=job_id, backbone=recipe.backbone,
-                labels=data.labels, metrics=metrics, recipe=recipe.to_dict(),
-                storage_prefix="",
-            )
-            session.add(model)
-            session.flush()
-            prefix = f"models/{job.project_id}/{model.id}"
+        # Export and upload first, under a fresh prefix no row points at yet; then one short
+        # transaction records the version, its predictions and the job's outcome. A version
+        # is never visible half written, and SQLite's write lock is held for milliseconds.
+        prefix = f"models/{job.project_id}/{uuid.uuid4().hex}"
+        try:
             with tempfile.TemporaryDirectory() as tmp:
                 export_model(result=result, out_dir=Path(tmp), backbone=recipe.backbone,
                              recipe=recipe.to_dict(), dataset=dataset)
-                for path in Path(tmp).iterdir():
+                for path in sorted(Path(tmp).iterdir()):
                     storage.put_file(f"{prefix}/{path.name}", path)
-            model.storage_prefix = prefix
-            session.add_all(_prediction_rows(model.id, data, result))
-            error_rate = metrics.get("error_rate", 0.0)
-            reporter.finish(
-                status="succeeded",
-                message=f"done: error rate {error_rate:.1%} in {result.seconds:.0f} s",
-                result={"model_id": model.id},
-                session=session,
-            )
+            with session_scope(factory) as session:
+                model = ModelVersion(
+                    project_id=job.project_id, job_id=job_id, backbone=recipe.backbone,
+                    labels=data.labels, metrics=metrics, recipe=recipe.to_dict(),
+                    storage_prefix=prefix,
+                )
+                session.add(model)
+                session.flush()
+                session.add_all(_prediction_rows(model.id, data, result))
+                error_rate = metrics.get("error_rate", 0.0)
+                reporter.finish(
+                    status="succeeded",
+                    message=f"done: error rate {error_rate:.1%} in {result.seconds:.0f} s",
+                    result={"model_id": model.id},
+                    session=session,
+                )
+        except BaseException:
+            storage.delete_prefix(prefix)  # no row points at it: nothing is left behind
+            raise
 
 
 def run_lr_find(

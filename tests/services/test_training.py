@@ -189,3 +189,34 @@ def test_heartbeat_keeps_a_silent_step_fresh(client, admin):
             with factory() as session:
                 beats.append(session.get(Job, job_id).heartbeat_at)
     assert None not in beats and beats[0] < beats[1] < beats[2]
+
+
+def test_a_version_appears_only_whole_and_a_failed_commit_leaves_no_files(
+        client, admin, data_dir, monkeypatch):
+    from app.ml import export
+    from app.models import ModelVersion
+
+    state = client.app.state
+    pid = upload_bears(client, admin, data_dir, every=20)
+    real_export = export.export_model
+    rows_while_exporting = []
+
+    def watched_export(**kwargs):
+        with state.session_factory() as session:  # no row points at the files yet
+            rows_while_exporting.append(session.query(ModelVersion).count())
+        return real_export(**kwargs)
+
+    monkeypatch.setattr(export, "export_model", watched_export)
+
+    def broken_rows(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(training, "_prediction_rows", broken_rows)
+    started = client.post(f"/api/v1/projects/{pid}/trainings", headers=admin,
+                          json={"epochs": 0, **TINY})
+    job = run(client, started.json()["id"])
+    assert job.status == "failed" and "went away" in job.error
+    assert rows_while_exporting == [0]
+    with state.session_factory() as session:
+        assert session.query(ModelVersion).count() == 0
+    assert [key for key, _ in state.storage.list_keys() if key.startswith("models/")] == []
