@@ -21,6 +21,8 @@ UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
     8: Image.Transpose.ROTATE_90,
 }
 REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F"}
+# The only decoders untrusted bytes reach (Pillow's names; MPO photos open as JPEG).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 
 class ImageRejected(ValueError):
@@ -151,9 +153,10 @@ def _decode_unchecked(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         except UnidentifiedImageError as exc:
-            raise ImageRejected("not an image (cannot identify format)") from exc
+            raise ImageRejected("not an image in an accepted format (JPEG, PNG, GIF, WebP, "
+                                "BMP or TIFF)") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             found = re.search(r"\((\d+) pixels\)", str(exc))
             size = f"{int(found.group(1)) / 1e6:g} megapixels" if found else "too many pixels"
