@@ -44,10 +44,13 @@ class Settings(BaseSettings):
     )
     cookie_secure: bool = False
     session_days: int = 14
-    max_upload_mb: int = 200
-    max_predict_mb: int = 32
-    max_zip_members: int = 20_000
-    max_zip_total_mb: int = 1_000
+    max_body_kb: int = 1024  # request bodies of every route not marked for uploads below
+    max_upload_mb: int = 200  # bodies of the upload and dataset-import routes
+    max_predict_mb: int = 32  # bodies of the predict routes
+    max_zip_members: int = 20_000  # files one upload or import may hold, zip members included
+    max_zip_total_mb: int = 1_000  # bytes one upload or import may expand to, all files and zips
+    max_zip_ratio: int = 100  # a zip member above 1 MB may expand to this many times its size
+    max_image_mb: int = 50  # the largest single image file (an uploaded file, a zip member)
     max_image_pixels: int = 60_000_000  # per image, from its header, before decoding
     upload_pixels_per_request: int = 2_000_000_000  # decoded, all images of one upload
     predict_pixels_per_request: int = 25_000_000  # decoded (JPEGs at draft scale), per request

@@ -2,9 +2,12 @@
 
 import io
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
 from app.db import make_engine, make_session_factory, session_scope
 from app.ml.images import NormalisedImage
@@ -88,3 +91,66 @@ def test_upload_groups_are_the_training_groups(settings):
         at_upload = [image.duplicate_group or f"g{image.id}" for image in images]
         assert at_upload == training.near_duplicate_groups(images)
         assert len(set(at_upload)) < 60 and sum(i.duplicate_group is None for i in images) > 5
+
+
+def new_project(factory) -> int:
+    with session_scope(factory) as session:
+        user = auth.create_user(session=session, email="r@example.com", password="pw-123456")
+        return projects.create_project(session=session, owner=user, name="p").id
+
+
+def bear_uploads(data_dir, count: int) -> list[datasets.Upload]:
+    return [datasets.Upload(filename=p.name, data=p.read_bytes(), label="grizzly")
+            for p in sorted((data_dir / "bears" / "grizzly").glob("*.jpg"))[:count]]
+
+
+def test_a_failing_commit_leaves_no_files(settings, data_dir):
+    factory = make_session_factory(make_engine(settings.resolved_database_url()))
+    storage = open_storage(settings.resolved_storage_url(), settings)
+    project_id = new_project(factory)
+
+    def refuse(session):
+        if session.info.get(datasets.NEW_FILES):  # the commit of the new rows
+            raise RuntimeError("the database went away")
+
+    with factory() as session:
+        event.listen(session, "before_commit", refuse)
+        project = session.get(projects.Project, project_id)
+        with pytest.raises(RuntimeError):
+            datasets.upload_images(session=session, storage=storage, project=project,
+                                   uploads=bear_uploads(data_dir, 3), limits=LIMITS)
+    assert list(storage.list_keys("images")) == []
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == 0
+
+
+def test_racing_uploads_of_the_same_photos_store_each_once(settings, data_dir, monkeypatch):
+    """Both look up the stored hashes before either inserts; the later insert finds the
+    rows there and reports duplicates (SQLite; tests/integration does it on PostgreSQL)."""
+    factory = make_session_factory(make_engine(settings.resolved_database_url()))
+    storage = open_storage(settings.resolved_storage_url(), settings)
+    project_id = new_project(factory)
+    lookups = threading.Barrier(2, timeout=30)
+    looked_up = datasets._stored_hashes
+
+    def after_both_looked(**kwargs):
+        found = looked_up(**kwargs)
+        lookups.wait()
+        return found
+
+    monkeypatch.setattr(datasets, "_stored_hashes", after_both_looked)
+
+    def upload():
+        with factory() as session:
+            project = session.get(projects.Project, project_id)
+            return datasets.upload_images(session=session, storage=storage, project=project,
+                                          uploads=bear_uploads(data_dir, 4), limits=LIMITS)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [f.result() for f in [pool.submit(upload), pool.submit(upload)]]
+    assert sorted(len(r.added) for r in results) == [0, 4]
+    assert sorted(len(r.duplicates) for r in results) == [0, 4]
+    with factory() as session:
+        keys = set(session.scalars(select(Image.storage_key)))
+        assert len(keys) == 4
+    assert {key for key, _ in storage.list_keys("images")} == keys

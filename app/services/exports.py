@@ -12,7 +12,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Image, Project
-from app.services.datasets import IMAGE_STATUSES, AddResult, Limits, Upload, add_images
+from app.services.datasets import (
+    DAMAGED_ZIP,
+    IMAGE_STATUSES,
+    AddResult,
+    Limits,
+    RequestBudget,
+    Upload,
+    add_images,
+    open_zip,
+    prepared_upload,
+    read_member,
+    zip_files,
+)
 from app.services.errors import InvalidInputError
 from app.storage import Storage
 
@@ -76,6 +88,7 @@ def export_dataset(*, session: Session, storage: Storage, project: Project,
 
 
 MAX_PROVENANCE_BYTES = 32 * 2**20
+IN_CHUNK = 5000  # values per IN (...) of a query: SQLite binds at most 32,766 at once
 
 
 def read_provenance(archive: zipfile.ZipFile) -> dict[str, dict]:
@@ -90,71 +103,76 @@ def read_provenance(archive: zipfile.ZipFile) -> dict[str, dict]:
             f"{PROVENANCE} is larger than {MAX_PROVENANCE_BYTES // 2**20} MB"
         )
     name = info.filename
-    with archive.open(info) as handle:
-        text = handle.read(MAX_PROVENANCE_BYTES + 1).decode("utf-8-sig", errors="replace")
+    try:
+        with archive.open(info) as handle:
+            raw = handle.read(MAX_PROVENANCE_BYTES + 1)
+    except DAMAGED_ZIP as exc:
+        raise InvalidInputError(f"{PROVENANCE} cannot be read ({type(exc).__name__})") from exc
+    if len(raw) > MAX_PROVENANCE_BYTES:
+        raise InvalidInputError(
+            f"{PROVENANCE} is larger than {MAX_PROVENANCE_BYTES // 2**20} MB"
+        )
+    text = raw.decode("utf-8-sig", errors="replace")
     prefix = name[: -len(PROVENANCE)]
     rows = ({name: unquote_cell(value) if isinstance(value, str) else value
              for name, value in row.items()} for row in csv.DictReader(io.StringIO(text)))
     return {prefix + row.get("file", ""): row for row in rows}
 
 
-def import_dataset(*, session: Session, storage: Storage, project: Project, data: bytes,
-                   filename: str, limits: Limits) -> AddResult:
-    """Add a zip of label folders; a provenance.csv inside keeps labels, status and sources."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        result = AddResult()
-        result.rejected.append({"filename": filename, "reason": "not a readable zip file"})
+def import_dataset(*, session: Session, storage: Storage, project: Project,
+                   data: bytes | IO[bytes], filename: str, limits: Limits) -> AddResult:
+    """Add a zip of label folders and commit; a provenance.csv inside keeps labels, status
+    and sources. Its files are read and normalised one at a time under one budget for the
+    request (datasets.RequestBudget), then stored in one short transaction."""
+    result, budget = AddResult(), RequestBudget(limits)
+    archive = open_zip(data, filename=filename, budget=budget, result=result)
+    if archive is None:
         return result
-    provenance = read_provenance(archive)
-    if not provenance:
-        return add_images(session=session, storage=storage, project=project,
-                          uploads=[Upload(filename=filename, data=data)], limits=limits)
-    result = AddResult()
-    uploads, rows = [], {}
-    known = dict(session.execute(select(Image.content_hash, Image.id).where(
-        Image.project_id == project.id)).all())
-    members = [m for m in archive.infolist() if not m.is_dir()
-               and PurePosixPath(m.filename).name != PROVENANCE]
-    if len(members) > limits.max_zip_members:
-        result.rejected.append({"filename": filename, "reason": f"zip has {len(members)} files "
-                                f"(limit {limits.max_zip_members})"})
-        return result
-    if sum(m.file_size for m in members) > limits.max_zip_bytes:
-        result.rejected.append({"filename": filename,
-                                "reason": "zip expands beyond the size limit"})
-        return result
-    for member in members:
-        path = PurePosixPath(member.filename.replace("\\", "/"))
-        if path.is_absolute() or ".." in path.parts:
-            result.rejected.append({"filename": member.filename, "reason": "unsafe path in zip"})
-            continue
-        if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
-            continue
-        row = provenance.get(member.filename, {})
-        if row.get("content_hash") in known:  # re-encoding changes bytes: match the exported hash
-            result.duplicates.append({"filename": member.filename,
-                                      "image_id": known[row["content_hash"]]})
-            continue
-        label = row.get("label") or (path.parent.name if path.parent.name != UNLABELLED else "")
-        name = f"{filename}:{member.filename}"
-        rows[name] = row
-        with archive.open(member) as handle:
-            uploads.append(Upload(filename=name, data=handle.read(member.file_size + 1),
-                                  label=label or None, provenance=row))
+    with archive:
+        try:
+            provenance = read_provenance(archive)
+        except InvalidInputError as exc:
+            result.rejected.append({"filename": f"{filename}:{PROVENANCE}",
+                                    "reason": str(exc)})
+            return result
+        known = _stored(session=session, project=project, hashes={
+            row["content_hash"] for row in provenance.values() if row.get("content_hash")})
+        session.commit()  # only reads so far: hold no transaction while decoding
+        uploads = []
+        for info, path in zip_files(
+            archive, filename=filename, budget=budget, result=result,
+            skip=lambda info: PurePosixPath(info.filename).name == PROVENANCE,
+        ):
+            row = provenance.get(info.filename, {})
+            if row.get("content_hash") in known:  # re-encoding changes bytes: the export's hash
+                result.duplicates.append({"filename": info.filename,
+                                          "image_id": known[row["content_hash"]]})
+                continue
+            label = row.get("label") or (path.parent.name if path.parent.name != UNLABELLED
+                                         else "")
+            upload = Upload(
+                filename=f"{filename}:{info.filename}", data=b"", label=label or None,
+                provenance=row, source=row.get("source") if row.get("source") in SOURCES
+                else None,
+                status=row.get("status") if row.get("status") in IMAGE_STATUSES else None,
+            )
+            uploads.append(prepared_upload(
+                upload, lambda info=info: read_member(archive, info, budget=budget),
+                budget=budget))
     added = add_images(session=session, storage=storage, project=project, uploads=uploads,
                        limits=limits, source="import")
-    for item in added.added:
-        row = rows.get(item["filename"], {})
-        image = session.get(Image, item["image_id"])
-        image.licence = (row.get("licence") or None) and row["licence"][:100]
-        if row.get("source") in SOURCES:
-            image.source = row["source"]
-        if row.get("status") in IMAGE_STATUSES:
-            image.status = row["status"]
-    session.flush()
+    session.commit()
     result.added += added.added
     result.duplicates += added.duplicates
     result.rejected += added.rejected
     return result
+
+
+def _stored(*, session: Session, project: Project, hashes: set[str]) -> dict[str, int]:
+    """content hash -> image id of the project's images among these hashes."""
+    ordered, found = sorted(hashes), {}
+    for start in range(0, len(ordered), IN_CHUNK):
+        found.update(session.execute(select(Image.content_hash, Image.id).where(
+            Image.project_id == project.id,
+            Image.content_hash.in_(ordered[start:start + IN_CHUNK]))).all())
+    return found

@@ -32,6 +32,7 @@ from app.web.deps import (
     UserDep,
 )
 from app.web.files import file_response
+from app.web.limits import UPLOAD_BODY
 from app.web.security import SignInGuardDep, client_ip, refuse_other_sites, throttled
 
 router = APIRouter(prefix="/api/v1")
@@ -205,31 +206,31 @@ def add_label(body: LabelIn, project: ProjectDep, session: SessionDep):
     return label_out(label)
 
 
-@router.post("/projects/{project_id}/images", status_code=201)
+@router.post("/projects/{project_id}/images", status_code=201, openapi_extra=UPLOAD_BODY)
 async def upload_images(
     request: Request, project: ProjectDep, session: SessionDep,
     storage: StorageDep, settings: SettingsDep,
 ):
-    form = await request.form(max_files=10_000, max_fields=100)
-    files = [f for f in form.getlist("files") + form.getlist("file") if isinstance(f, UploadFile)]
-    if not files:
-        raise HTTPException(422, "send one or more images (or zips of label folders) as `files`")
-    label = form.get("label")
-    label = label if isinstance(label, str) and label.strip() else None
-    uploads = [
-        datasets.Upload(filename=f.filename or "upload", data=await f.read(), label=label)
-        for f in files
-    ]
-    limits = datasets.Limits.from_settings(settings)
+    """Images, or zips of label folders, as multipart `files` (`label`: for loose images).
 
-    def work() -> dict:
-        result = datasets.add_images(
-            session=session, storage=storage, project=project, uploads=uploads, limits=limits
-        )
-        session.commit()
-        return result.as_dict()
-
-    return await run_in_threadpool(work)
+    The caller, CSRF and the project are checked before the body is read: the form is read
+    here, not declared as File parameters (FastAPI parses those before the dependencies).
+    """
+    async with request.form(max_files=settings.max_zip_members, max_fields=100) as form:
+        files = [f for f in form.getlist("files") + form.getlist("file")
+                 if isinstance(f, UploadFile)]
+        if not files:
+            raise HTTPException(422, "send one or more images (or zips of label folders) "
+                                     "as `files`")
+        label = form.get("label")
+        label = label if isinstance(label, str) and label.strip() else None
+        uploads = [datasets.Upload(filename=f.filename or "upload", data=f.file, label=label)
+                   for f in files]
+        result = await run_in_threadpool(
+            lambda: datasets.upload_images(session=session, storage=storage, project=project,
+                                           uploads=uploads,
+                                           limits=datasets.Limits.from_settings(settings)))
+    return result.as_dict()
 
 
 @router.get("/projects/{project_id}/images")

@@ -11,6 +11,7 @@ from app.schemas import BulkIn
 from app.services import curation, datasets, exports
 from app.web.deps import ProjectDep, SessionDep, SettingsDep, StorageDep, UserDep
 from app.web.files import file_response
+from app.web.limits import UPLOAD_BODY
 
 router = APIRouter(prefix="/api/v1")
 
@@ -69,21 +70,17 @@ def export(project: ProjectDep, session: SessionDep, storage: StorageDep,
                                f"filename*=UTF-8''{quote(name)}.zip"})
 
 
-@router.post("/projects/{project_id}/imports", status_code=201)
+@router.post("/projects/{project_id}/imports", status_code=201, openapi_extra=UPLOAD_BODY)
 async def import_zip(request: Request, project: ProjectDep, session: SessionDep,
                      storage: StorageDep, settings: SettingsDep):
-    form = await request.form(max_files=1)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise HTTPException(422, "send the dataset zip as `file`")
-    data, name = await upload.read(), upload.filename or "dataset.zip"
-
-    limits = datasets.Limits.from_settings(settings)
-
-    def work() -> dict:
-        result = exports.import_dataset(session=session, storage=storage, project=project,
-                                        data=data, filename=name, limits=limits)
-        session.commit()
-        return result.as_dict()
-
-    return await run_in_threadpool(work)
+    """A dataset zip as multipart `file` (read after the caller and project are checked)."""
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "send the dataset zip as `file`")
+        result = await run_in_threadpool(
+            lambda: exports.import_dataset(session=session, storage=storage, project=project,
+                                           data=upload.file,
+                                           filename=upload.filename or "dataset.zip",
+                                           limits=datasets.Limits.from_settings(settings)))
+    return result.as_dict()

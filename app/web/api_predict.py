@@ -27,6 +27,7 @@ from app.web.deps import (
     bearer_token,
 )
 from app.web.files import file_response
+from app.web.limits import PREDICT_BODY
 
 router = APIRouter(prefix="/api/v1")
 MAX_BATCH_FILES = 64
@@ -121,7 +122,7 @@ async def _predict(request: Request, slug: str, session, user: User | None,
         raise HTTPException(422, str(exc)) from exc
 
 
-@router.post("/predict/{slug}")
+@router.post("/predict/{slug}", openapi_extra=PREDICT_BODY)
 async def predict(slug: str, request: Request, session: SessionDep, user: OptionalUserDep,
                   serving: ServingDep, top_k: TopK = None):
     """Classify one image: multipart `file`, or JSON `image_base64` or `url`."""
@@ -129,7 +130,7 @@ async def predict(slug: str, request: Request, session: SessionDep, user: Option
     return answers[0]
 
 
-@router.post("/predict/{slug}/batch")
+@router.post("/predict/{slug}/batch", openapi_extra=PREDICT_BODY)
 async def predict_batch(slug: str, request: Request, session: SessionDep,
                         user: OptionalUserDep, serving: ServingDep, top_k: TopK = None):
     """Classify up to 64 images sent as multipart `files`, in order."""

@@ -1,9 +1,9 @@
-"""The FastAPI application: wiring, error shapes, limits."""
+"""The FastAPI application: wiring, error shapes, limits (app/web/limits.py)."""
 
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,44 +26,15 @@ from app.web import (
     api_gather,
     api_predict,
     api_training,
+    limits,
     openapi,
     pages,
     security,
 )
+from app.web.pages.common import error_page
 from app.web.paths import STATIC_DIR
 
 log = logging.getLogger(__name__)
-
-
-class BodyLimit:
-    """Answer 413 to request bodies above the limit, declared or streamed; predictions (open
-    to anyone on public deployments) have a smaller limit than uploads."""
-
-    def __init__(self, app, *, max_bytes: int, predict_max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.predict_max_bytes = predict_max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit = (self.predict_max_bytes if scope["path"].startswith("/api/v1/predict/")
-                 else self.max_bytes)
-        detail = f"request body too large (limit {limit // 2**20} MB)"
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            return await JSONResponse({"detail": detail}, 413)(scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise HTTPException(413, detail)
-            return message
-
-        return await self.app(scope, limited_receive, send)
 
 
 @asynccontextmanager
@@ -107,8 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_account.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20,
-                       predict_max_bytes=settings.max_predict_mb * 2**20)
+    limits.install(app, settings, error_page=error_page)  # reads the routers' body marks
     security.install(app, settings)
     _add_error_handlers(app)
     openapi.document_errors(app)

@@ -97,17 +97,24 @@ def signed_in(user_session: PageSessionDep) -> UserSession:
 SignedInDep = Annotated[UserSession, Depends(signed_in)]
 
 
+async def checked_form(request: Request, user_session: UserSession, *,
+                       max_files: int = 1000) -> FormData:
+    """The posted form, once its csrf_token matches the signed-in session."""
+    form = await request.form(max_files=max_files)
+    sent = str(form.get("csrf_token", "")).encode()
+    if not secrets.compare_digest(sent, user_session.csrf_token.encode()):
+        await form.close()
+        raise InvalidInputError("the form expired: reload the page and try again")
+    return form
+
+
 def csrf_form(*, max_files: int = 1000) -> Callable[..., Awaitable[FormData]]:
     """A dependency: the posted form, once its csrf_token matches the signed-in session."""
 
-    async def checked_form(request: Request, user_session: SignedInDep) -> FormData:
-        form = await request.form(max_files=max_files)
-        sent = str(form.get("csrf_token", "")).encode()
-        if not secrets.compare_digest(sent, user_session.csrf_token.encode()):
-            raise InvalidInputError("the form expired: reload the page and try again")
-        return form
+    async def form_dependency(request: Request, user_session: SignedInDep) -> FormData:
+        return await checked_form(request, user_session, max_files=max_files)
 
-    return checked_form
+    return form_dependency
 
 
 CsrfFormDep = Annotated[FormData, Depends(csrf_form())]

@@ -1,31 +1,31 @@
 """Dataset pages: uploads and imports, the image grid, review queue, duplicates, failures."""
 
 import math
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 
 from app.services import curation, datasets, exports
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep, SettingsDep, StorageDep
+from app.web.limits import UPLOAD_BODY
 from app.web.pages.common import (
     PageProjectDep,
     SignedInDep,
-    csrf_form,
+    checked_form,
+    error_page,
     page_router,
     project_context,
     redirect,
     render,
 )
+from app.web.security import from_another_site
 
 router = page_router()
 GRID_PAGE = 200
 REVIEW_PAGE = 60
-UploadFormDep = Annotated[FormData, Depends(csrf_form(max_files=10_000))]
-ImportFormDep = Annotated[FormData, Depends(csrf_form(max_files=1))]
 
 
 def summary(result: datasets.AddResult) -> str:
@@ -36,40 +36,46 @@ def summary(result: datasets.AddResult) -> str:
     return notice
 
 
-@router.post("/projects/{project_id}/upload", response_class=HTMLResponse)
-async def project_upload(form: UploadFormDep, project: PageProjectDep, session: SessionDep,
-                         storage: StorageDep, settings: SettingsDep):
-    label = str(form.get("label") or "") or None
-    uploads = [datasets.Upload(filename=f.filename or "upload", data=await f.read(), label=label)
-               for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
-    limits = datasets.Limits.from_settings(settings)
-
-    def work():
-        result = datasets.add_images(session=session, storage=storage, project=project,
-                                     uploads=uploads, limits=limits)
-        session.commit()
-        return result
-
-    result = await run_in_threadpool(work)
+@router.post("/projects/{project_id}/upload", response_class=HTMLResponse,
+             openapi_extra=UPLOAD_BODY)
+async def project_upload(request: Request, project: PageProjectDep, user_session: SignedInDep,
+                         session: SessionDep, storage: StorageDep, settings: SettingsDep):
+    """The upload form without its script (which sends to the API). The user, the project
+    and the form's origin are checked before the body is read; its csrf_token after."""
+    if from_another_site(request):
+        return error_page(request, 403, "Refused", "the form was sent from another site")
+    form = await checked_form(request, user_session, max_files=settings.max_zip_members)
+    try:
+        label = str(form.get("label") or "") or None
+        uploads = [datasets.Upload(filename=f.filename or "upload", data=f.file, label=label)
+                   for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
+        result = await run_in_threadpool(
+            lambda: datasets.upload_images(session=session, storage=storage, project=project,
+                                           uploads=uploads,
+                                           limits=datasets.Limits.from_settings(settings)))
+    finally:
+        await form.close()
     return redirect(f"/projects/{project.id}", notice=summary(result)[:1500])
 
 
-@router.post("/projects/{project_id}/import", response_class=HTMLResponse)
-async def project_import(form: ImportFormDep, project: PageProjectDep, session: SessionDep,
-                         storage: StorageDep, settings: SettingsDep):
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile) or not upload.filename:
-        raise InvalidInputError("choose a dataset zip to import")
-    data, name = await upload.read(), upload.filename
-    limits = datasets.Limits.from_settings(settings)
-
-    def work():
-        result = exports.import_dataset(session=session, storage=storage, project=project,
-                                        data=data, filename=name, limits=limits)
-        session.commit()
-        return result
-
-    result = await run_in_threadpool(work)
+@router.post("/projects/{project_id}/import", response_class=HTMLResponse,
+             openapi_extra=UPLOAD_BODY)
+async def project_import(request: Request, project: PageProjectDep, user_session: SignedInDep,
+                         session: SessionDep, storage: StorageDep, settings: SettingsDep):
+    """A dataset zip from the import form (checked as the upload form is)."""
+    if from_another_site(request):
+        return error_page(request, 403, "Refused", "the form was sent from another site")
+    form = await checked_form(request, user_session, max_files=1)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise InvalidInputError("choose a dataset zip to import")
+        result = await run_in_threadpool(
+            lambda: exports.import_dataset(session=session, storage=storage, project=project,
+                                           data=upload.file, filename=upload.filename,
+                                           limits=datasets.Limits.from_settings(settings)))
+    finally:
+        await form.close()
     return redirect(f"/projects/{project.id}", notice="import: " + summary(result)[:1500])
 
 
