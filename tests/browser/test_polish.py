@@ -1,0 +1,130 @@
+"""A new user's first hour in Chromium, without a stumble: what `hidden` hides, API docs
+offline, unambiguous "none of these", searches without internet, back button and deep links,
+numbering, renaming and deleting, kept images, and the small things.
+
+One app (uvicorn in a thread, no workers: jobs and models are made directly where a test
+needs them) and one signed-in page serve the whole module.
+"""
+
+from datetime import timedelta
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from app.cli import migrate
+from app.db import session_scope
+from app.models import Deployment, Job, ModelVersion, utcnow
+from tests.browser.conftest import LiveServer, screenshot
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_settings
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    settings = make_settings(tmp_path_factory.mktemp("polish"), search_retries=5,
+                             search_backoff_s=10)
+    migrate(settings)
+    with LiveServer(settings) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    """An httpx client signed in as the admin, sending the CSRF header."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        login = client.post("/api/v1/session",
+                            json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        assert login.status_code == 200, login.text
+        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+        yield client
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    """One signed-in page for the module (tests that need a fresh one make their own)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    sign_in(page, f"{server.url}/login")
+    yield page
+    context.close()
+
+
+def sign_in(page, url: str) -> None:
+    page.goto(url)
+    page.fill("#email", ADMIN_EMAIL)
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+
+
+def factory(server):
+    return server.server.config.app.state.session_factory
+
+
+def new_project(api, name: str, labels=("grizzly", "black", "teddy")) -> dict:
+    created = api.post("/api/v1/projects", json={"name": name, "labels": list(labels)})
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def add_job(server, project_id: int, *, kind: str = "training", status: str = "running",
+            result: dict | None = None, error: str | None = None) -> int:
+    now = utcnow()
+    with session_scope(factory(server)) as session:
+        job = Job(project_id=project_id, kind=kind, status=status, params={},
+                  result=result, error=error, message=status, progress=0.5,
+                  started_at=now, heartbeat_at=now,
+                  finished_at=None if status in ("queued", "running") else now)
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def add_model(server, project_id: int, *, labels=("grizzly", "black", "teddy"),
+              job_id: int | None = None) -> int:
+    """A model version row (no files: the pages that show it never load it)."""
+    with session_scope(factory(server)) as session:
+        model = ModelVersion(project_id=project_id, job_id=job_id, backbone="efficientnet_lite0",
+                             labels=list(labels), recipe={}, storage_prefix="",
+                             metrics={"error_rate": 0.05, "accuracy": 0.95, "valid_count": 20,
+                                      "unknown_threshold": 0.5})
+        session.add(model)
+        session.flush()
+        model.storage_prefix = f"models/{project_id}/{model.id}"
+        model.created_at = utcnow() - timedelta(minutes=1)
+        return model.id
+
+
+def deploy(server, project_id: int, model_id: int, slug: str, public: bool = True) -> None:
+    with session_scope(factory(server)) as session:
+        session.add(Deployment(slug=slug, project_id=project_id, model_id=model_id,
+                               public=public))
+
+
+# --- 1. `hidden` hides ------------------------------------------------------------------------
+
+
+def test_hidden_elements_stay_hidden(page, server, api):
+    project = new_project(api, "Hidden things")
+    model_id = add_model(server, project["id"])
+    deploy(server, project["id"], model_id, "hidden-things")
+    page.goto(f"{server.url}/demo/hidden-things")
+    expect(page.locator("#drop")).to_be_visible()
+    expect(page.locator("#preview")).to_be_hidden()  # no broken image before a photo
+    expect(page.locator("#camera-snap")).to_be_hidden()
+    expect(page.locator("#toast")).to_be_hidden()
+    screenshot(page, "polish-01-demo-before-a-photo")
+
+    for status in ("running", "failed", "cancelled"):
+        job_id = add_job(server, project["id"], status=status)
+        page.goto(f"{server.url}/jobs/{job_id}")
+        expect(page.locator("h1 .status")).to_have_text(status)
+        expect(page.locator("#result-link")).to_be_hidden()
+        if status == "running":
+            expect(page.locator("#cancel")).to_be_visible()
+            screenshot(page, "polish-01-job-running")
+        else:
+            expect(page.locator("#cancel")).to_be_hidden()
+    done = add_job(server, project["id"], status="succeeded", result={"model_id": model_id})
+    page.goto(f"{server.url}/jobs/{done}")
+    expect(page.locator("#result-link")).to_be_visible()
