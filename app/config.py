@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     search_max_images: int = 150
     search_retries: int = 5
     search_backoff_s: float = 10
-    max_active_searches: int = 3
+    max_active_searches: int = 3  # per user: searches and URL imports queued or running
+    max_active_trainings: int = 2  # per user: trainings and lr_find sweeps queued or running
+    max_event_streams: int = 8  # per user and web process: open job event streams
     worker_threads: int | None = None
     inference_threads: int | None = None
     model_cache_size: int = 8

@@ -15,3 +15,7 @@ class InvalidInputError(ValueError):
 
 class UnavailableError(Exception):
     """A service the request needs (the job queue) is not answering; retry later."""
+
+
+class LimitExceededError(Exception):
+    """The caller has too much of something expensive going at once; retry when some ends."""

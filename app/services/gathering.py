@@ -1,18 +1,18 @@
 """Gathering jobs, the web side: start a web image search or a URL-list import into a label.
 
-Each start checks the project's capacity, commits the job, then enqueues it; the worker runs
-it with `gather_pipeline.run_gathering`. `search_results` lists what a job found.
+Each start commits the job (within its owner's quota: jobs.check_quota), then enqueues it; the
+worker runs it with `gather_pipeline.run_gathering`. `search_results` lists what a job found.
 """
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.models import Job, Project, SearchResult
 from app.queue import IMPORT_TASK, SEARCH_TASK
 from app.services import search
-from app.services.errors import ConflictError, InvalidInputError, NotFoundError
-from app.services.jobs import TERMINAL, create_job, submit_job
+from app.services.errors import InvalidInputError, NotFoundError
+from app.services.jobs import create_job, submit_job
 from app.services.projects import add_label, clean_name
 
 KINDS = {"search": SEARCH_TASK, "url_import": IMPORT_TASK}
@@ -28,19 +28,6 @@ def _label_for(*, session: Session, project: Project, name: str):
     return add_label(session=session, project=project, name=name)
 
 
-def _check_capacity(*, session: Session, settings: Settings, project: Project) -> None:
-    active = session.scalar(
-        select(func.count()).select_from(Job).where(
-            Job.project_id == project.id, Job.kind.in_(KINDS), Job.status.not_in(TERMINAL)
-        )
-    ) or 0
-    if active >= settings.max_active_searches:
-        raise ConflictError(
-            f"{active} gathering jobs are already queued or running in this project "
-            f"(limit {settings.max_active_searches}); wait for one to finish or cancel it"
-        )
-
-
 def start_search(*, session: Session, settings: Settings, project: Project, label: str,
                  query: str | None = None, max_images: int | None = None,
                  provider: str | None = None) -> Job:
@@ -53,7 +40,6 @@ def start_search(*, session: Session, settings: Settings, project: Project, labe
     max_images = max_images or settings.search_max_images
     if not 1 <= max_images <= MAX_IMAGES:
         raise InvalidInputError(f"max_images must be between 1 and {MAX_IMAGES}")
-    _check_capacity(session=session, settings=settings, project=project)
     row = _label_for(session=session, project=project, name=label)
     query = " ".join((query or row.query or row.name).split())[:500]
     if not query:
@@ -75,7 +61,6 @@ def start_url_import(*, session: Session, settings: Settings, project: Project, 
     bad = [u for u in cleaned if not u.lower().startswith(("http://", "https://"))]
     if bad:
         raise InvalidInputError(f"only http(s) URLs can be imported: {bad[0][:200]!r}")
-    _check_capacity(session=session, settings=settings, project=project)
     row = _label_for(session=session, project=project, name=label)
     params = {"label": row.name, "label_id": row.id, "urls": cleaned}
     return _enqueue(session=session, settings=settings, project=project, kind="url_import",

@@ -6,17 +6,21 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
 from app.models import Job, Project, User, utcnow
 from app.queue import TASK_OF_KIND, enqueue
-from app.services.errors import NotFoundError, UnavailableError
+from app.services.errors import LimitExceededError, NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
 TERMINAL = ("succeeded", "failed", "cancelled")
+QUOTAS = {  # setting -> the kinds it bounds, per user and across projects, queued or running
+    "max_active_searches": (("search", "url_import"), "searches and URL imports"),
+    "max_active_trainings": (("training", "lr_find"), "trainings and learning-rate sweeps"),
+}
 
 
 class JobCancelled(Exception):
@@ -34,8 +38,33 @@ def create_job(*, session: Session, project: Project, kind: str, params: dict) -
     return job
 
 
+def check_quota(*, session: Session, settings: Settings, job: Job) -> None:
+    """LimitExceededError when the job's owner has their limit of such jobs queued or running,
+    across all their projects (the owner's row is locked, so two requests count one by one)."""
+    quota = next(((setting, kinds, what) for setting, (kinds, what) in QUOTAS.items()
+                  if job.kind in kinds), None)
+    if quota is None:
+        return
+    setting, kinds, what = quota
+    owner_id = session.scalar(select(Project.owner_id).where(Project.id == job.project_id))
+    session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    active = session.scalar(
+        select(func.count()).select_from(Job).join(Project, Project.id == Job.project_id)
+        .where(Project.owner_id == owner_id, Job.kind.in_(kinds), Job.id != job.id,
+               Job.status.not_in(TERMINAL))
+    ) or 0
+    limit = getattr(settings, setting)
+    if active >= limit:
+        raise LimitExceededError(
+            f"{active} {what} of yours are already queued or running (limit {limit} at once, "
+            "across your projects); wait for one to finish or cancel one"
+        )
+
+
 def submit_job(*, session: Session, settings: Settings, job: Job, task: str) -> Job:
-    """Commit the job, then enqueue it; a queue that does not answer fails the job at once."""
+    """Check the owner's quota, commit the job, then enqueue it; a queue that does not answer
+    fails the job at once."""
+    check_quota(session=session, settings=settings, job=job)
     job.enqueued_at, job.deliveries = utcnow(), job.deliveries + 1
     session.commit()
     try:

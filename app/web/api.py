@@ -6,6 +6,7 @@ import json
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import text
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -321,20 +322,25 @@ async def job_events(job_id: int, request: Request, user: UserDep, settings: Set
             return jobs.job_view(job)
 
     first = await run_in_threadpool(snapshot)  # 404 before the stream starts
+    release = request.app.state.event_streams.take(user.id)  # 429 above the user's limit
 
     async def stream():
         view, last = first, None
-        while True:
-            if view != last:
-                yield f"event: job\ndata: {json.dumps(view)}\n\n"
-                last = view
-            if view["status"] in jobs.TERMINAL or await request.is_disconnected():
-                return
-            await asyncio.sleep(0.5)
-            view = await run_in_threadpool(snapshot)
+        try:
+            while True:
+                if view != last:
+                    yield f"event: job\ndata: {json.dumps(view)}\n\n"
+                    last = view
+                if view["status"] in jobs.TERMINAL or await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.5)
+                view = await run_in_threadpool(snapshot)
+        finally:
+            release()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                             background=BackgroundTask(release))  # also when never started
 
 
 # --- models and deployments -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Request limits of the web app: a body size per route.
+"""Request limits of the web app: a body size per route, open event streams per user.
 
 A route's body limit is small (`max_body_kb`: JSON and forms) unless the route is marked
 with `openapi_extra=UPLOAD_BODY` (uploads and dataset imports: `max_upload_mb`) or
@@ -8,6 +8,7 @@ shows the mark as `x-body-limit`).
 """
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from fastapi import FastAPI, HTTPException, Request
@@ -93,9 +94,39 @@ class BodyLimit:
         return await self.app(scope, limited_receive, send)
 
 
+class StreamSlots:
+    """Open event streams per user in this web process, at most `per_user` each."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self.open: Counter[int] = Counter()
+
+    def take(self, user_id: int) -> Callable[[], None]:
+        """One more stream for this user, or 429; call the answer (once or more) when the
+        stream ends."""
+        if self.open[user_id] >= self.per_user:
+            raise HTTPException(
+                429, f"{self.open[user_id]} job event streams of yours are open (limit "
+                     f"{self.per_user}); close a page that follows a job, or poll "
+                     "GET /api/v1/jobs/{id}")
+        self.open[user_id] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open[user_id] -= 1
+                if self.open[user_id] <= 0:
+                    del self.open[user_id]
+
+        return release
+
+
 def install(app: FastAPI, settings: Settings, *, error_page: ErrorPage) -> None:
-    """Body limits from the app's routes (include the routers first); `error_page` answers
-    the browser's forms."""
+    """Body limits from the app's routes (include the routers first) and the stream slots;
+    `error_page` answers the browser's forms."""
+    app.state.event_streams = StreamSlots(settings.max_event_streams)
     app.add_middleware(BodyLimit, routes=body_limits(app.routes, settings),
                        default=settings.max_body_kb * 2**10, error_page=error_page)
 

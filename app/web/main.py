@@ -14,6 +14,7 @@ from app.db import make_engine, make_session_factory
 from app.services.errors import (
     ConflictError,
     InvalidInputError,
+    LimitExceededError,
     NotFoundError,
     UnavailableError,
 )
@@ -95,6 +96,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, handler(404))
     app.add_exception_handler(ConflictError, handler(409))
     app.add_exception_handler(InvalidInputError, handler(422))
+    app.add_exception_handler(LimitExceededError, handler(429))
     app.add_exception_handler(UnavailableError, handler(503))
 
     async def integrity(request: Request, exc: IntegrityError) -> JSONResponse:

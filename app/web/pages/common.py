@@ -15,7 +15,12 @@ from starlette.datastructures import FormData
 
 from app.models import ModelVersion, Project, UserSession
 from app.services import auth, deployments, projects
-from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.services.errors import (
+    ConflictError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+)
 from app.web.deps import SESSION_COOKIE, SessionDep
 from app.web.paths import TEMPLATES_DIR
 
@@ -39,6 +44,8 @@ class PageRoute(APIRoute):
                 return error_page(request, 404, "Not found", str(exc))
             except (InvalidInputError, ConflictError) as exc:
                 return error_page(request, 400, "That did not work", str(exc))
+            except LimitExceededError as exc:
+                return error_page(request, 429, "Too much at once", str(exc))
             except RequestValidationError as exc:
                 fields = ", ".join(str(e.get("loc", ["", "?"])[-1]) for e in exc.errors())
                 return error_page(request, 400, "Some fields are missing or invalid",
