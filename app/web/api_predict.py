@@ -96,15 +96,18 @@ async def _read_inputs(request: Request, serving: Serving, *,
 
 
 def _deployment_for(session, slug: str, user: User | None) -> Deployment:
-    deployment = deployments.get_deployment(session=session, slug=slug)
-    allowed = deployments.can_predict(session=session, deployment=deployment, user=user)
+    """The deployment, if this caller may predict with it; a private one answers a stranger
+    (anonymous or not) exactly as a missing one does."""
+    try:
+        deployment = deployments.get_deployment(session=session, slug=slug)
+        allowed = deployments.can_predict(session=session, deployment=deployment, user=user)
+    except NotFoundError:
+        allowed = False
     session.commit()  # hand the connection back to the pool while the model works
-    if allowed:
-        return deployment
-    if user is None:
-        raise HTTPException(401, "this deployment is private: send its owner's API key",
-                            headers={"WWW-Authenticate": "Bearer"})
-    raise HTTPException(404, f"deployment {slug!r} not found")
+    if not allowed:
+        raise HTTPException(404, f"deployment {slug!r} not found (a private deployment "
+                                 "needs its owner's API key)")
+    return deployment
 
 
 async def _predict(request: Request, slug: str, session, user: User | None,

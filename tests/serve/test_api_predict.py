@@ -91,12 +91,16 @@ def test_private_deployment_answers_only_its_owner(served, data_dir):
     client, admin, _, v1, _ = served
     deploy(client, admin, v1, "private-bears")
     data = bear(data_dir, "teddy")
-    assert post_file(client, "private-bears", data).status_code == 401
+    missing = post_file(client, "no-such-bears", data)
+    assert missing.status_code == 404
+    anonymous = post_file(client, "private-bears", data)  # a stranger cannot tell it exists
+    assert anonymous.status_code == 404
+    assert anonymous.json()["detail"] == missing.json()["detail"].replace("no-such", "private")
     created = client.post("/api/v1/users", headers=admin,
                           json={"email": "eve@example.com", "password": "eve-password"})
     assert created.status_code == 201
     eve = api_key(client, "eve@example.com", "eve-password")
-    assert post_file(client, "private-bears", data, eve).status_code == 404
+    assert post_file(client, "private-bears", data, eve).json() == anonymous.json()
     assert post_file(client, "private-bears", data, admin).json()["label"] == "teddy"
     assert client.patch("/api/v1/deployments/private-bears", json={"public": True},
                         headers=eve).status_code == 404
