@@ -1,4 +1,5 @@
-"""The `kodiak` command: migrate, web, worker, run (web and workers together), storage copy."""
+"""The `kodiak` command: migrate, web, worker, run (web and workers together), storage copy,
+check, sweep, backup and restore."""
 
 import argparse
 import os
@@ -46,12 +47,20 @@ def migrate(settings: Settings) -> None:
 def web(settings: Settings) -> None:
     import uvicorn
 
+    from app.observability import configure_logging
+
+    configure_logging(settings)
     uvicorn.run("app.web.main:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.web_workers, proxy_headers=True,
-                forwarded_allow_ips=settings.forwarded_allow_ips, log_level="info")
+                forwarded_allow_ips=settings.forwarded_allow_ips, log_config=None,
+                log_level=settings.log_level)
 
 
-def worker(queues: str, pool: str | None, concurrency: int | None) -> None:
+def worker(queues: str, pool: str | None, concurrency: int | None,
+           gpu: str | None = None) -> None:
+    """A Celery worker; `gpu` pins it to one GPU (CUDA_VISIBLE_DEVICES, set before torch)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     from workers.celery_app import app
 
     argv = ["worker", "--loglevel=INFO", f"--queues={queues}", "--without-gossip",
@@ -95,6 +104,39 @@ def run(settings: Settings) -> None:
                 child.kill()
 
 
+def operate(settings: Settings, args: argparse.Namespace) -> None:
+    """The operator's commands over this Kodiak's database and store; JSON on stdout."""
+    import json
+
+    from app.db import make_engine, make_session_factory
+    from app.services import jobs, maintenance
+    from app.storage import open_storage
+
+    storage = open_storage(settings.resolved_storage_url(), settings)
+    if args.command == "backup":
+        print(json.dumps(maintenance.backup(settings=settings, storage=storage,
+                                            target=args.folder)))
+        return
+    if args.command == "restore":
+        result = maintenance.restore(settings=settings, storage=storage, source=args.folder)
+        migrate(settings)  # a backup from an older Kodiak is brought up to this schema
+        print(json.dumps(result))
+        return
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with make_session_factory(engine)() as session:
+            if args.command == "sweep":
+                print(json.dumps(jobs.sweep(session=session, settings=settings)))
+                return
+            report = maintenance.check(session=session, storage=storage, settings=settings,
+                                       repair=args.repair, grace_s=args.grace_seconds)
+            print(json.dumps(report.as_dict(), indent=2))
+            if not report.clean and not args.repair:
+                raise SystemExit(1)
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="kodiak", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     worker_parser.add_argument("--queues", default="gather,train")
     worker_parser.add_argument("--pool", default=None)
     worker_parser.add_argument("--concurrency", type=int, default=None)
+    worker_parser.add_argument("--gpu", default=None,
+                               help="pin this worker to one GPU (index or UUID); default: "
+                                    "KODIAK_WORKER_GPU, else every GPU the machine shows")
     sub.add_parser("run", help="migrate, then run the web app with its workers")
     storage_parser = sub.add_parser("storage", help="move stored images and models")
     storage_sub = storage_parser.add_subparsers(dest="storage_command", required=True)
@@ -111,6 +156,18 @@ def main(argv: list[str] | None = None) -> None:
         "copy", help="copy every key from one STORAGE_URL to another (file://..., s3://...)")
     copy_parser.add_argument("source_url")
     copy_parser.add_argument("target_url")
+    check_parser = sub.add_parser(
+        "check", help="rows pointing at missing files, files without rows, stuck jobs")
+    check_parser.add_argument("--repair", action="store_true",
+                              help="delete orphan files, drop rows whose file is gone, sweep jobs")
+    check_parser.add_argument("--grace-seconds", type=float, default=3600,
+                              help="files younger than this are not orphans yet")
+    sub.add_parser("sweep", help="fail silent jobs and resend lost ones (workers do it too)")
+    backup_parser = sub.add_parser("backup", help="copy the database and the store into a folder")
+    backup_parser.add_argument("folder", type=Path)
+    restore_parser = sub.add_parser("restore", help="restore a backup into an empty database "
+                                                    "and store")
+    restore_parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
     settings = get_settings()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -119,9 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "web":
         web(settings)
     elif args.command == "worker":
-        worker(args.queues, args.pool, args.concurrency)
+        worker(args.queues, args.pool, args.concurrency, args.gpu or settings.worker_gpu)
     elif args.command == "storage":
         storage_copy(settings, args.source_url, args.target_url)
+    elif args.command in ("check", "sweep", "backup", "restore"):
+        operate(settings, args)
     else:
         run(settings)
 

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "KODIAK_S3_SECRET_ACCESS_KEY"),
     )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "KODIAK_REDIS_URL")
+    )
     cookie_secure: bool = False
     session_days: int = 14
     max_body_kb: int = 1024  # request bodies of every route not marked for uploads below
@@ -70,6 +73,7 @@ class Settings(BaseSettings):
     max_active_trainings: int = 2  # per user: trainings and lr_find sweeps queued or running
     max_event_streams: int = 8  # per user and web process: open job event streams
     worker_threads: int | None = None
+    worker_gpu: str | None = None  # pin a train worker to one GPU (index or UUID)
     inference_threads: int | None = None
     model_cache_size: int = 8
     model_cache_mb: int = 1024
@@ -89,6 +93,9 @@ class Settings(BaseSettings):
     job_max_deliveries: int = 3
     job_sweep_seconds: float = 60
     demo_examples: int = 3
+    log_format: str = "text"  # or "json": one object per line, with request and job ids
+    log_level: str = "info"
+    metrics_token: SecretStr | None = None  # /metrics is off until this is set
 
     def resolved_database_url(self) -> str:
         """The database URL, or the SQLite file under home."""
@@ -101,6 +108,13 @@ class Settings(BaseSettings):
     def broker_folder(self) -> Path:
         """Where the filesystem transport keeps its messages."""
         return (self.home / "broker").resolve()
+
+    def resolved_redis_url(self) -> str | None:
+        """Where shared state lives (rate limits): REDIS_URL, else a Redis broker, else none."""
+        if self.redis_url:
+            return self.redis_url
+        broker = self.resolved_broker_url()
+        return broker if broker.startswith(("redis://", "rediss://")) else None
 
     def resolved_storage_url(self) -> str:
         """The storage URL, or a local folder under home."""
