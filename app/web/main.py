@@ -28,6 +28,7 @@ from app.web import (
     api_predict,
     api_training,
     limits,
+    observability,
     openapi,
     pages,
     security,
@@ -78,9 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_training.router)
     app.include_router(api_account.router)
     app.include_router(pages.router)
+    app.include_router(observability.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     limits.install(app, settings, error_page=error_page)  # reads the routers' body marks
     security.install(app, settings)
+    app.add_middleware(observability.RequestContext)  # outermost: sees every answer
     _add_error_handlers(app)
     openapi.document_errors(app)
     return app
