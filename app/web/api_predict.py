@@ -15,7 +15,7 @@ from app.models import Deployment, User
 from app.schemas import PredictJson
 from app.services import deployments, predictions
 from app.services.errors import InvalidInputError, NotFoundError
-from app.services.ratelimit import RateLimiter, retry_after
+from app.services.ratelimit import rate_limiter, retry_after
 from app.serving.runtime import Serving
 from app.web.deps import (
     OptionalUserDep,
@@ -38,10 +38,13 @@ class Limits:
     """Per-key and per-IP token buckets for the predict endpoints."""
 
     def __init__(self, settings: Settings) -> None:
-        self.by_key = RateLimiter(rate=settings.predict_rate_per_s_key,
-                                  burst=settings.predict_burst_key)
-        self.by_ip = RateLimiter(rate=settings.predict_rate_per_s_ip,
-                                 burst=settings.predict_burst_ip)
+        redis_url = settings.resolved_redis_url()
+        self.by_key = rate_limiter(redis_url, name="predict-key",
+                                   rate=settings.predict_rate_per_s_key,
+                                   burst=settings.predict_burst_key)
+        self.by_ip = rate_limiter(redis_url, name="predict-ip",
+                                  rate=settings.predict_rate_per_s_ip,
+                                  burst=settings.predict_burst_ip)
 
     def check(self, request: Request, user: User | None, cost: int) -> None:
         token = bearer_token(request)
