@@ -216,12 +216,16 @@ def test_ten_jobs_on_two_webs_and_four_workers_over_s3(tmp_path, data_dir, postg
             stored = [k for k in keys if k.startswith(f"images/{pid}/")]
             assert total > 0 and len(stored) == total, (pid, total, stored)
         model_ids = [view["result"]["model_id"] for view in trainings]
-        for view in trainings:
-            model = webs[1].get(f"/api/v1/models/{view['result']['model_id']}",
-                                headers=admin).json()
-            prefix = f"models/{model['project_id']}/{model['id']}/"
-            assert {k[len(prefix):] for k in keys if k.startswith(prefix)} >= {
-                "weights.safetensors", "model.json", "model.onnx"}, keys
+        for name, pid in projects.items():  # models/<project>/<folder of one version>/<file>
+            folders = {}
+            for key in keys:
+                if key.startswith(f"models/{pid}/"):
+                    folder, _, file = key.rpartition("/")
+                    folders.setdefault(folder, set()).add(file)
+            models = webs[1].get(f"/api/v1/projects/{pid}/models", headers=admin).json()
+            assert len(folders) == len(models) == (2 if name == "a" else 1), folders
+            for files in folders.values():
+                assert files >= {"weights.safetensors", "model.json", "model.onnx"}, folders
         for name, home in homes.items():
             local = [p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file()]
             outside = [p for p in local if not p.startswith("cache/s3/")]
