@@ -62,8 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Kodiak",
         version="0.1.0",
         description="Build, clean, train and deploy image classifiers.",
-        docs_url="/api/docs",
-        openapi_url="/api/v1/openapi.json",
+        docs_url=None,  # app/web/pages/docs.py serves the reference pages, without a CDN
+        redoc_url=None,
+        openapi_url=pages.docs.OPENAPI_URL,
     )
     engine = make_engine(settings.resolved_database_url())
     storage = open_storage(settings.resolved_storage_url(), settings)
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(observability.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(pages.docs.ASSETS_URL, StaticFiles(directory=pages.docs.ASSETS_DIR),
+              name="docs-assets")
     limits.install(app, settings, error_page=error_page)  # reads the routers' body marks
     security.install(app, settings)
     app.add_middleware(observability.RequestContext)  # outermost: sees every answer

@@ -128,3 +128,49 @@ def test_hidden_elements_stay_hidden(page, server, api):
     done = add_job(server, project["id"], status="succeeded", result={"model_id": model_id})
     page.goto(f"{server.url}/jobs/{done}")
     expect(page.locator("#result-link")).to_be_visible()
+
+
+# --- 2. the API docs work offline -------------------------------------------------------------
+
+
+def offline(context, server) -> list[str]:
+    """Refuse every request that leaves the app, as a machine without internet does; the
+    list collects what was refused, and the page's CSP complaints."""
+    refused = []
+
+    def only_the_app(route):
+        if route.request.url.startswith(server.url):
+            return route.continue_()
+        refused.append(route.request.url)
+        return route.abort()
+
+    context.route("**/*", only_the_app)
+    return refused
+
+
+REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def test_the_api_docs_work_offline_and_the_account_page_links_them(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    refused = offline(context, server)
+    # ReDoc's sidebar always asks for Redocly's logo from its CDN: the CSP refuses it and
+    # ReDoc drops the image (onError), as intended. Any other refusal is a fault.
+    page.on("console", lambda m: refused.append(m.text)
+            if "Content Security Policy" in m.text and REDOCLY_LOGO not in m.text else None)
+    sign_in(page, f"{server.url}/login")
+    page.click("header nav >> text=Account")
+    page.click("#api-docs >> text=REST API")
+    page.wait_for_url("**/api/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Kodiak", timeout=20_000)
+    expect(page.locator(".opblock-summary-path", has_text="/api/v1/predict/{slug}").first
+           ).to_be_visible()
+    screenshot(page, "polish-02-swagger-offline")
+    page.click("text=The same as one long page (ReDoc)")
+    page.wait_for_url("**/redoc")
+    expect(page.locator("h1", has_text="Kodiak")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("/api/v1/predict/{slug}").first).to_be_attached()
+    screenshot(page, "polish-02-redoc-offline")
+    context.close()
+    assert not refused, refused
