@@ -12,7 +12,7 @@ from sqlalchemy import event, func, select
 from app.db import make_engine, make_session_factory, session_scope
 from app.ml.images import NormalisedImage
 from app.models import Image
-from app.services import auth, datasets, projects, training
+from app.services import auth, catalog, datasets, projects, training
 from app.storage import open_storage
 
 LIMITS = datasets.Limits(max_pixels=60_000_000, max_zip_members=10, max_zip_bytes=2**20)
@@ -49,7 +49,7 @@ def test_near_duplicates_share_a_group_and_are_listed(settings, data_dir):
         assert images["a.jpg"].duplicate_group == f"g{a_id}"
         assert images["c.jpg"].duplicate_group == f"g{a_id}"
         assert images["b.jpg"].duplicate_group is None
-        groups = datasets.duplicate_groups(session=session, project=project)
+        groups = catalog.duplicate_groups(session=session, project=project)
         assert [[i.original_filename for i in g] for g in groups] == [["a.jpg", "c.jpg"]]
 
 

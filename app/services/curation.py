@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Image, ImagePrediction, Label, ModelVersion, Project, SearchResult
-from app.services.datasets import IMAGE_STATUSES
+from app.services.catalog import IMAGE_STATUSES
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import find_label
 from app.storage import Storage

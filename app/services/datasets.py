@@ -1,4 +1,4 @@
-"""Images of a project: upload (files and zips of label folders), listing, relabelling.
+"""Adding images to a project: uploads (files and zips of label folders), imports, downloads.
 
 An upload computes first and writes once. Every file of a request is read, expanded (a zip
 member by member) and normalised under one budget for the whole request, and only the
@@ -7,49 +7,34 @@ one short transaction. A row that another request inserted meanwhile makes a dup
 an error, and the files of rows that are not committed are deleted again.
 """
 
-import io
 import logging
-import lzma
-import struct
 import uuid
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import IO, Any
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.config import Settings
 from app.ml import near_duplicates
-from app.ml.images import ImageRejected, NormalisedImage, PixelBudget, normalise_image
-from app.models import Image, Label, Project, User
-from app.services.errors import InvalidInputError, NotFoundError
-from app.services.projects import clean_name, find_label
+from app.ml.images import ImageRejected, NormalisedImage, normalise_image
+from app.models import Image, Label, Project
+from app.services.archives import (
+    Limits,
+    RequestBudget,
+    is_zip,
+    open_zip,
+    read_file,
+    read_member,
+    zip_files,
+)
+from app.services.errors import InvalidInputError
+from app.services.projects import clean_name
 from app.storage import Storage
 
 log = logging.getLogger(__name__)
-IMAGE_STATUSES = ("active", "excluded")
 PROVENANCE = ("image_url", "page_url", "title", "provider", "query", "licence")
-SORTS = {
-    "newest": Image.id.desc(),
-    "oldest": Image.id.asc(),
-}
-BLOCK = 2**16  # zip members are read this much at a time
-RATIO_FLOOR = 2**20  # a member that expands to at most this is not held to the ratio
-READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
-                        zipfile.ZIP_LZMA)
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst",
-                    ".cbz", ".jar")
-ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08", b"\x1f\x8b", b"BZh",
-                 b"\xfd7zXZ\x00", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"(\xb5/\xfd")
-DAMAGED_ZIP = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError,
-               NotImplementedError, RuntimeError, struct.error)
-END_RECORD_SEARCH = 22 + 65535  # a zip's end record, and the comment after it at most
-DIRECTORY_SLACK = 1000  # entries of a zip's directory beyond twice the files it may hold
 INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 NEW_FILES = "kodiak.new_files"  # session.info: (storage, key) written for uncommitted rows
 
@@ -74,207 +59,6 @@ class AddResult:
 
     def as_dict(self) -> dict:
         return {"added": self.added, "duplicates": self.duplicates, "rejected": self.rejected}
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_pixels: int  # per image, from its header
-    max_zip_members: int  # files of one request, zip members included
-    max_zip_bytes: int  # bytes of one request, every file and zip member as expanded
-    pixels_per_request: int | None = None  # decoded by one add_images call (None: no bound)
-    max_zip_ratio: int = 100  # expanded bytes per compressed byte of a zip member
-    max_file_bytes: int = 50 * 2**20  # one image file (an uploaded file, a zip member)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "Limits":
-        return cls(max_pixels=settings.max_image_pixels,
-                   max_zip_members=settings.max_zip_members,
-                   max_zip_bytes=settings.max_zip_total_mb * 2**20,
-                   pixels_per_request=settings.upload_pixels_per_request,
-                   max_zip_ratio=settings.max_zip_ratio,
-                   max_file_bytes=settings.max_image_mb * 2**20)
-
-
-def _mb(size: int) -> str:
-    return f"{size / 2**20:.3g}"
-
-
-class RequestBudget:
-    """What one upload or import may read in all, over every file and zip it holds: files,
-    expanded bytes (zip members held to a compression ratio too) and decoded pixels."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.files_left = limits.max_zip_members
-        self.bytes_left = limits.max_zip_bytes
-        self.pixels = PixelBudget(limits.pixels_per_request) if limits.pixels_per_request else None
-
-    def take_file(self) -> None:
-        if self.files_left <= 0:
-            raise ImageRejected(f"more than {self.limits.max_zip_members} files in one "
-                                "request; send the rest in another")
-        self.files_left -= 1
-
-    def cap(self, packed: int | None = None) -> tuple[int, str]:
-        """The most bytes the next file may expand to, and the reason when it does not fit
-        (`packed`: a zip member's compressed size)."""
-        limits = self.limits
-        caps = [
-            (limits.max_file_bytes, f"larger than {_mb(limits.max_file_bytes)} MB, the limit "
-                                    "for one image file"),
-            (self.bytes_left, f"the request's files expand to more than "
-                              f"{_mb(limits.max_zip_bytes)} MB in all; send fewer at once"),
-        ]
-        if packed is not None:
-            caps.append((max(limits.max_zip_ratio * packed, RATIO_FLOOR),
-                         f"compressed more than {limits.max_zip_ratio}:1 (a zip bomb?)"))
-        return min(caps)
-
-    def spend(self, size: int) -> None:
-        self.bytes_left = max(0, self.bytes_left - size)
-
-
-def is_zip(data: bytes | IO[bytes]) -> bool:
-    return _head(data, 4) in (b"PK\x03\x04", b"PK\x05\x06")
-
-
-def _head(data: bytes | IO[bytes], size: int) -> bytes:
-    if isinstance(data, bytes | bytearray):
-        return bytes(data[:size])
-    data.seek(0)
-    head = data.read(size)
-    data.seek(0)
-    return head
-
-
-def _is_archive(name: str, head: bytes) -> bool:
-    return (name.lower().endswith(ARCHIVE_SUFFIXES) or head.startswith(ARCHIVE_MAGIC)
-            or head[257:262] == b"ustar")
-
-
-def open_zip(data: bytes | IO[bytes], *, filename: str, budget: RequestBudget,
-             result: AddResult) -> zipfile.ZipFile | None:
-    """The zip, or None and one rejection when it is not a readable zip, or when its
-    directory alone is too large for the request (checked before zipfile parses it)."""
-    file = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
-    directory = _zip_directory(file)
-    most = 2 * budget.files_left + DIRECTORY_SLACK  # folders and __MACOSX files are listed too
-    if directory is not None and (directory[0] > most or directory[1] > most * 1024):
-        result.rejected.append({"filename": filename, "reason": (
-            f"zip lists {directory[0]} entries in {_mb(directory[1])} MB; one request may "
-            f"hold {budget.limits.max_zip_members} files")})
-        return None
-    try:
-        return zipfile.ZipFile(file)
-    except DAMAGED_ZIP:
-        result.rejected.append({"filename": filename, "reason": "not a readable zip file"})
-        return None
-
-
-def _zip_directory(file: IO[bytes]) -> tuple[int, int] | None:
-    """(entries, bytes) of a zip's central directory as its end record declares them; None
-    when there is no end record (zipfile then refuses the zip)."""
-    file.seek(0, io.SEEK_END)
-    size = file.tell()
-    file.seek(max(0, size - END_RECORD_SEARCH))
-    tail = file.read()
-    file.seek(0)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        return None
-    entries, directory_size = struct.unpack_from("<HI", tail, at + 10)
-    if entries == 0xFFFF or directory_size == 0xFFFFFFFF:  # zip64: its own end record
-        locator = tail[at - 20:at] if at >= 20 else b""
-        if locator[:4] == b"PK\x06\x07":
-            file.seek(struct.unpack_from("<Q", locator, 8)[0])
-            record = file.read(56)
-            file.seek(0)
-            if record[:4] == b"PK\x06\x06":
-                entries, directory_size = struct.unpack_from("<QQ", record, 32)
-    return entries, directory_size
-
-
-def zip_files(archive: zipfile.ZipFile, *, filename: str, budget: RequestBudget,
-              result: AddResult, skip: Callable[[zipfile.ZipInfo], bool] = lambda info: False,
-              ) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
-    """The zip's files to read and their paths; none (and one rejection) when the zip alone
-    holds more files or declares more bytes than the request has left. Unsafe paths are
-    rejected; folders, hidden files and those `skip` names are passed over."""
-    files = []
-    for info in archive.infolist():
-        if info.is_dir() or skip(info):
-            continue
-        path = PurePosixPath(info.filename.replace("\\", "/"))
-        if not path.parts:
-            continue
-        if path.is_absolute() or ".." in path.parts or ":" in path.parts[0]:
-            result.rejected.append({"filename": f"{filename}:{info.filename}",
-                                    "reason": "unsafe path in zip"})
-            continue
-        if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
-            continue
-        files.append((info, path))
-    limits = budget.limits
-    if len(files) > budget.files_left:
-        result.rejected.append({"filename": filename, "reason": (
-            f"zip has {len(files)} files; one request may hold {limits.max_zip_members} "
-            f"({budget.files_left} left)")})
-        return []
-    declared = sum(info.file_size for info, _ in files)
-    if declared > budget.bytes_left:
-        result.rejected.append({"filename": filename, "reason": (
-            f"zip expands to {_mb(declared)} MB; one request may expand to "
-            f"{_mb(limits.max_zip_bytes)} MB ({_mb(budget.bytes_left)} MB left)")})
-        return []
-    return files
-
-
-def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, *,
-                budget: RequestBudget) -> bytes:
-    """One zip member's bytes, read a block at a time and counted against the request's
-    budget as they come (a header's sizes are not trusted); ImageRejected says why not."""
-    budget.take_file()
-    if info.flag_bits & 0x1:
-        raise ImageRejected("encrypted in the zip (password-protected files are not opened)")
-    if info.compress_type not in READABLE_COMPRESSION:
-        raise ImageRejected(f"compressed with an unsupported method ({info.compress_type}); "
-                            "zip it with deflate or no compression")
-    if _is_archive(info.filename, b""):
-        raise ImageRejected("an archive inside a zip is not opened; put its files in the zip")
-    cap, too_large = budget.cap(packed=info.compress_size)
-    if info.file_size > cap:
-        raise ImageRejected(too_large)
-    data = bytearray()
-    try:
-        with archive.open(info) as handle:
-            while block := handle.read(BLOCK):
-                if not data and _is_archive("", block):
-                    raise ImageRejected("an archive inside a zip is not opened; put its files "
-                                        "in the zip")
-                data += block
-                if len(data) > cap:
-                    raise ImageRejected(too_large)
-    except ImageRejected:
-        raise
-    except DAMAGED_ZIP as exc:
-        reason = str(exc) if isinstance(exc, zipfile.BadZipFile) else type(exc).__name__
-        raise ImageRejected(f"damaged in the zip ({reason[:200]})") from exc
-    finally:
-        budget.spend(len(data))
-    return bytes(data)
-
-
-def _read_file(data: bytes | IO[bytes], *, budget: RequestBudget) -> bytes:
-    """An uploaded file's bytes, counted against the request's budget."""
-    budget.take_file()
-    cap, too_large = budget.cap()
-    if not isinstance(data, bytes | bytearray):
-        data.seek(0)
-        data = data.read(cap + 1)
-    budget.spend(min(len(data), cap))
-    if len(data) > cap:
-        raise ImageRejected(too_large)
-    return bytes(data)
 
 
 def prepared_upload(upload: Upload, read: Callable[[], bytes], *,
@@ -303,14 +87,15 @@ def prepare_uploads(*, uploads: list[Upload], limits: Limits, result: AddResult
             ready += _expand_zip(upload, budget=budget, result=result)
         else:
             ready.append(prepared_upload(
-                upload, lambda upload=upload: _read_file(upload.data, budget=budget),
+                upload, lambda upload=upload: read_file(upload.data, budget=budget),
                 budget=budget))
     return ready
 
 
 def _expand_zip(upload: Upload, *, budget: RequestBudget, result: AddResult) -> list[Upload]:
     """The images of a zip, normalised; a member's label is its parent folder's name."""
-    archive = open_zip(upload.data, filename=upload.filename, budget=budget, result=result)
+    archive = open_zip(upload.data, filename=upload.filename, budget=budget,
+                       rejected=result.rejected)
     if archive is None:
         return []
     with archive:
@@ -320,7 +105,7 @@ def _expand_zip(upload: Upload, *, budget: RequestBudget, result: AddResult) -> 
                        label=path.parent.name or upload.label),
                 lambda info=info: read_member(archive, info, budget=budget), budget=budget)
             for info, path in zip_files(archive, filename=upload.filename, budget=budget,
-                                        result=result)
+                                        rejected=result.rejected)
         ]
 
 
@@ -600,83 +385,9 @@ def _join_near_duplicates(*, session: Session, near: _NearDuplicateIndex, projec
     near.add(value, _Hashed(id=image_id, group=group))
 
 
-def duplicate_groups(*, session: Session, project: Project, limit: int = 200
-                     ) -> list[list[Image]]:
-    """The project's near-duplicate groups (two or more images each), largest first."""
-    size = func.count(Image.id)
-    names = list(session.scalars(
-        select(Image.duplicate_group)
-        .where(Image.project_id == project.id, Image.duplicate_group.is_not(None))
-        .group_by(Image.duplicate_group).having(size > 1)
-        .order_by(size.desc(), func.min(Image.id)).limit(limit)
-    ))
-    by_group: dict[str, list[Image]] = {name: [] for name in names}
-    for image in session.scalars(select(Image).where(
-        Image.project_id == project.id, Image.duplicate_group.in_(names)
-    ).order_by(Image.id)):
-        by_group[image.duplicate_group].append(image)
-    return list(by_group.values())
-
-
 def _provenance(values: dict[str, Any]) -> dict[str, Any]:
     widths = {"provider": 50, "query": 500, "licence": 100}
     return {key: str(values[key])[: widths.get(key, 4000)] for key in PROVENANCE
             if values.get(key)}
 
 
-def list_images(
-    *,
-    session: Session,
-    project: Project,
-    label: str | None = None,
-    status: str | None = None,
-    sort: str = "oldest",
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[list[Image], int]:
-    """A page of the project's images and the total that match the filters."""
-    if sort not in SORTS:
-        raise InvalidInputError(f"sort must be one of {', '.join(SORTS)}")
-    if status is not None and status not in IMAGE_STATUSES:
-        raise InvalidInputError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
-    query = select(Image).where(Image.project_id == project.id)
-    if label:
-        query = query.where(Image.label_id == find_label(project=project, name=label).id)
-    if status:
-        query = query.where(Image.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(SORTS[sort]).limit(limit).offset(offset))
-    return list(rows), total
-
-
-def images_by_id(*, session: Session, project: Project, image_ids: list[int]) -> dict[int, Image]:
-    """The project's images among these ids, by id (ids of deleted images are left out)."""
-    if not image_ids:
-        return {}
-    query = select(Image).where(Image.project_id == project.id, Image.id.in_(image_ids))
-    return {image.id: image for image in session.scalars(query)}
-
-
-def get_owned_image(*, session: Session, owner: User, image_id: int) -> Image:
-    """An image of one of the owner's projects, or NotFoundError."""
-    image = session.scalar(
-        select(Image).join(Project, Project.id == Image.project_id)
-        .where(Image.id == image_id, Project.owner_id == owner.id)
-    )
-    if image is None:
-        raise NotFoundError(f"image {image_id} not found")
-    return image
-
-
-def update_image(
-    *, session: Session, project: Project, image: Image, label: str | None, status: str | None
-) -> Image:
-    """Relabel or exclude/restore an image."""
-    if label is not None:
-        image.label_id = find_label(project=project, name=label).id
-    if status is not None:
-        if status not in IMAGE_STATUSES:
-            raise InvalidInputError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
-        image.status = status
-    session.flush()
-    return image

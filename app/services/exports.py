@@ -12,19 +12,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Image, Project
-from app.services.datasets import (
+from app.services.archives import (
     DAMAGED_ZIP,
-    IMAGE_STATUSES,
-    AddResult,
     Limits,
     RequestBudget,
-    Upload,
-    add_images,
     open_zip,
-    prepared_upload,
     read_member,
     zip_files,
 )
+from app.services.catalog import IMAGE_STATUSES
+from app.services.datasets import AddResult, Upload, add_images, prepared_upload
 from app.services.errors import InvalidInputError
 from app.storage import Storage
 
@@ -123,9 +120,9 @@ def import_dataset(*, session: Session, storage: Storage, project: Project,
                    data: bytes | IO[bytes], filename: str, limits: Limits) -> AddResult:
     """Add a zip of label folders and commit; a provenance.csv inside keeps labels, status
     and sources. Its files are read and normalised one at a time under one budget for the
-    request (datasets.RequestBudget), then stored in one short transaction."""
+    request (archives.RequestBudget), then stored in one short transaction."""
     result, budget = AddResult(), RequestBudget(limits)
-    archive = open_zip(data, filename=filename, budget=budget, result=result)
+    archive = open_zip(data, filename=filename, budget=budget, rejected=result.rejected)
     if archive is None:
         return result
     with archive:
@@ -140,7 +137,7 @@ def import_dataset(*, session: Session, storage: Storage, project: Project,
         session.commit()  # only reads so far: hold no transaction while decoding
         uploads = []
         for info, path in zip_files(
-            archive, filename=filename, budget=budget, result=result,
+            archive, filename=filename, budget=budget, rejected=result.rejected,
             skip=lambda info: PurePosixPath(info.filename).name == PROVENANCE,
         ):
             row = provenance.get(info.filename, {})

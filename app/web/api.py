@@ -22,7 +22,7 @@ from app.schemas import (
     TrainingIn,
     UserIn,
 )
-from app.services import auth, datasets, deployments, jobs, projects, training
+from app.services import auth, catalog, datasets, deployments, jobs, projects, training
 from app.web.deps import (
     SESSION_COOKIE,
     AdminDep,
@@ -240,7 +240,7 @@ def list_images(
     status: str | None = None, sort: str = "oldest", limit: int = 100, offset: int = 0,
 ):
     limit, offset = max(1, min(limit, 1000)), max(0, offset)
-    images, total = datasets.list_images(
+    images, total = catalog.list_images(
         session=session, project=project, label=label, status=status, sort=sort,
         limit=limit, offset=offset,
     )
@@ -249,14 +249,14 @@ def list_images(
 
 
 def _owned_image(session, user: User, image_id: int) -> tuple[Image, Project]:
-    image = datasets.get_owned_image(session=session, owner=user, image_id=image_id)
+    image = catalog.get_owned_image(session=session, owner=user, image_id=image_id)
     return image, session.get(Project, image.project_id)
 
 
 @router.patch("/images/{image_id}")
 def update_image(image_id: int, body: ImagePatch, session: SessionDep, user: UserDep):
     image, project = _owned_image(session, user, image_id)
-    datasets.update_image(
+    catalog.update_image(
         session=session, project=project, image=image, label=body.label, status=body.status
     )
     session.commit()

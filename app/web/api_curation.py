@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.schemas import BulkIn
-from app.services import curation, datasets, exports
+from app.services import catalog, curation, datasets, exports
 from app.web.deps import ProjectDep, SessionDep, SettingsDep, StorageDep, UserDep
 from app.web.files import file_response
 from app.web.limits import UPLOAD_BODY
@@ -46,7 +46,7 @@ def failed(project: ProjectDep, session: SessionDep):
 @router.get("/images/{image_id}/thumb")
 def image_thumb(image_id: int, session: SessionDep, user: UserDep, storage: StorageDep,
                 size: int = 240):
-    image = datasets.get_owned_image(session=session, owner=user, image_id=image_id)
+    image = catalog.get_owned_image(session=session, owner=user, image_id=image_id)
     key = curation.thumbnail(storage=storage, image=image, size=size)
     return file_response(storage, key, media_type="image/jpeg",
                          headers={"Cache-Control": "private, max-age=604800, immutable"})

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from app.models import SearchResult
 from app.schemas import SearchIn, UrlImportIn
-from app.services import datasets, gathering, jobs
+from app.services import catalog, gathering, jobs
 from app.web.api import image_out
 from app.web.deps import ProjectDep, SessionDep, SettingsDep
 
@@ -51,7 +51,7 @@ def search_results(job_id: int, project: ProjectDep, session: SessionDep):
 
 @router.get("/projects/{project_id}/duplicates")
 def duplicate_groups(project: ProjectDep, session: SessionDep):
-    groups = datasets.duplicate_groups(session=session, project=project)
+    groups = catalog.duplicate_groups(session=session, project=project)
     return {"groups": [
         {"group": images[0].duplicate_group,
          "images": [{**image_out(image), "duplicate_group": image.duplicate_group}

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image as PILImage
 
 from app.models import Image, ImagePrediction, Job, ModelVersion, SearchResult, User
-from app.services import curation, datasets, projects
+from app.services import catalog, curation, datasets, projects
 from app.services.errors import InvalidInputError, NotFoundError
 
 LIMITS = datasets.Limits(max_pixels=60_000_000, max_zip_members=100, max_zip_bytes=2**28)
@@ -28,7 +28,7 @@ def project(session, storage, data_dir):
 
 
 def ids_of(session, project, label):
-    return [i.id for i in datasets.list_images(session=session, project=project, label=label)[0]]
+    return [i.id for i in catalog.list_images(session=session, project=project, label=label)[0]]
 
 
 def state(session, ids):
@@ -105,7 +105,7 @@ def test_duplicate_groups_and_failed_verifications(session, project):
                                  image_url=f"https://e.com/{n}.jpg", provider="ddgs",
                                  query="black bear", status=status, reason=f"reason {n}"))
     session.flush()
-    groups = datasets.duplicate_groups(session=session, project=project)
+    groups = catalog.duplicate_groups(session=session, project=project)
     assert [[i.id for i in g] for g in groups] == [black[:2]]
     failed = curation.failed_verifications(session=session, project=project)
     assert {(f["status"], f["reason"], f["label"]) for f in failed} == {

@@ -5,7 +5,7 @@ import io
 import zipfile
 
 from app.models import Image, User
-from app.services import curation, datasets, exports, projects
+from app.services import catalog, curation, datasets, exports, projects
 
 LIMITS = datasets.Limits(max_pixels=60_000_000, max_zip_members=100, max_zip_bytes=2**28)
 
@@ -46,7 +46,7 @@ def test_export_then_import_keeps_labels_status_and_provenance(session, storage,
                                     data=data, filename="bears.zip", limits=LIMITS)
     session.commit()
     assert len(result.added) == 4 and not result.rejected
-    images = {i.image_url: i for i in datasets.list_images(session=session, project=target)[0]}
+    images = {i.image_url: i for i in catalog.list_images(session=session, project=target)[0]}
     for row in rows:
         image = images[row["image_url"]]
         assert image.label.name == row["label"] and image.status == row["status"]

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.services import curation, datasets, exports
+from app.services import catalog, curation, datasets, exports
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep, SettingsDep, StorageDep
 from app.web.limits import UPLOAD_BODY
@@ -84,7 +84,7 @@ def image_grid(request: Request, project: PageProjectDep, session: SessionDep,
                user_session: SignedInDep, label: str = "", status: str = "active",
                page: int = 1, per: int = GRID_PAGE):
     per, page = max(12, min(per, 2000)), max(1, page)
-    images, total = datasets.list_images(
+    images, total = catalog.list_images(
         session=session, project=project, label=label or None, status=status or None,
         limit=per, offset=(page - 1) * per)
     return render(request, "images.html", **project_context(
@@ -110,7 +110,7 @@ def duplicates_page(request: Request, project: PageProjectDep, session: SessionD
                     user_session: SignedInDep):
     return render(request, "duplicates.html", **project_context(
         session, user_session, project, "duplicates",
-        groups=datasets.duplicate_groups(session=session, project=project)))
+        groups=catalog.duplicate_groups(session=session, project=project)))
 
 
 @router.get("/projects/{project_id}/failed", response_class=HTMLResponse)

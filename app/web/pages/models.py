@@ -6,7 +6,7 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 
 from app.models import Job, Project
-from app.services import datasets, deployments
+from app.services import catalog, deployments
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep
 from app.web.pages.common import (
@@ -44,7 +44,7 @@ def model_page(request: Request, model: PageModelDep, session: SessionDep,
         raise InvalidInputError("compare with a model of the same project")
     metrics = model.metrics or {}
     top = [row for row in metrics.get("top_losses", []) if row.get("image_id")]
-    images = datasets.images_by_id(session=session, project=project,
+    images = catalog.images_by_id(session=session, project=project,
                                    image_ids=[row["image_id"] for row in top])
     return render(request, "model.html", **project_context(
         session, user_session, project, "models", model=model, metrics=metrics,
