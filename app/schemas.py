@@ -1,4 +1,5 @@
-"""Request bodies of the JSON API (validated by pydantic; errors become 422 with detail)."""
+"""Request bodies of the JSON API (validated by pydantic; errors become 422 with detail), and
+answers whose fields the OpenAPI document explains."""
 
 from typing import Literal
 
@@ -112,3 +113,28 @@ class DeploymentPatch(Strict):
 class PredictJson(Strict):
     image_base64: str | None = Field(default=None, max_length=40_000_000)
     url: str | None = Field(default=None, max_length=4000)
+
+
+class PredictionOut(BaseModel):
+    """One photo's prediction. Read `answer`: it is null for "none of these"."""
+
+    answer: str | None = Field(description=(
+        "The label this photo is, or null when the model says “none of these” (its top "
+        "probability is below `threshold`). A label may be called “unknown”, so test for "
+        "null, never for a string."))
+    label: str = Field(description=(
+        "The most probable label, always set: when `unknown` is true it is only the closest "
+        "guess, not an answer (kept for v1 clients; new code reads `answer`)."))
+    confidence: float = Field(ge=0, le=1, description="The probability of `label`.")
+    probabilities: dict[str, float] = Field(description=(
+        "Each label's probability, highest first (the top `top_k` only, when given)."))
+    model_id: int = Field(description="The model version that answered.")
+    unknown: bool = Field(description=(
+        "True for “none of these”: `confidence` is below `threshold`, and `answer` is null."))
+    threshold: float | None = Field(description=(
+        "The confidence below which the answer is “none of these”: the deployment's own, "
+        "else the one calibrated when the model was trained; null: never."))
+
+
+class PredictionsOut(BaseModel):
+    predictions: list[PredictionOut] = Field(description="One per file, in the order sent.")

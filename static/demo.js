@@ -50,10 +50,12 @@ async function classify(blob) {
 }
 
 function show(data) {
-  answer.className = data.unknown ? "unknown" : "known";
-  answer.textContent = data.unknown
+  // `answer` is null for "none of these"; `label` is then only the closest guess.
+  const none = data.answer === null;
+  answer.className = none ? "unknown" : "known";
+  answer.textContent = none
     ? `None of these (closest: ${data.label}, ${percent(data.confidence)})`
-    : `${data.label} (${percent(data.confidence)})`;
+    : `${data.answer} (${percent(data.confidence)})`;
   const rows = Object.entries(data.probabilities).sort((a, b) => b[1] - a[1]);
   for (const [label, p] of rows) {
     const li = document.createElement("li");

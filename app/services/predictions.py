@@ -80,18 +80,21 @@ def unknown_threshold(*, deployment: Deployment, model: ModelVersion) -> float |
 
 def shape_answer(*, labels: list[str], row: np.ndarray, model_id: int,
                  threshold: float | None, top_k: int | None) -> dict:
-    """One prediction: the top label, its confidence, probabilities sorted high to low."""
+    """One prediction: the answer (the top label, or None for "none of these"), the top label
+    and its confidence, probabilities sorted high to low (schemas.PredictionOut)."""
     order = np.argsort(-row, kind="stable")
     if top_k is not None:
         order = order[:top_k]
     best = int(order[0])
     confidence = float(row[best])
+    unknown = threshold is not None and confidence < threshold
     return {
+        "answer": None if unknown else labels[best],
         "label": labels[best],
         "confidence": confidence,
         "probabilities": {labels[int(i)]: float(row[int(i)]) for i in order},
         "model_id": model_id,
-        "unknown": threshold is not None and confidence < threshold,
+        "unknown": unknown,
         "threshold": threshold,
     }
 

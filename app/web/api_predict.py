@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 
 from app.config import Settings
 from app.models import Deployment, User
-from app.schemas import PredictJson
+from app.schemas import PredictionOut, PredictionsOut, PredictJson
 from app.services import deployments, predictions
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.ratelimit import rate_limiter, retry_after
@@ -128,7 +128,8 @@ async def _predict(request: Request, slug: str, session, user: User | None,
         raise HTTPException(422, str(exc)) from exc
 
 
-@router.post("/predict/{slug}", openapi_extra=PREDICT_BODY)
+@router.post("/predict/{slug}", openapi_extra=PREDICT_BODY,
+             responses={200: {"model": PredictionOut, "description": "The prediction"}})
 async def predict(slug: str, request: Request, session: SessionDep, user: OptionalUserDep,
                   serving: ServingDep, top_k: TopK = None):
     """Classify one image: multipart `file`, or JSON `image_base64` or `url`."""
@@ -136,7 +137,8 @@ async def predict(slug: str, request: Request, session: SessionDep, user: Option
     return answers[0]
 
 
-@router.post("/predict/{slug}/batch", openapi_extra=PREDICT_BODY)
+@router.post("/predict/{slug}/batch", openapi_extra=PREDICT_BODY,
+             responses={200: {"model": PredictionsOut, "description": "The predictions"}})
 async def predict_batch(slug: str, request: Request, session: SessionDep,
                         user: OptionalUserDep, serving: ServingDep, top_k: TopK = None):
     """Classify up to 64 images sent as multipart `files`, in order."""

@@ -174,3 +174,31 @@ def test_the_api_docs_work_offline_and_the_account_page_links_them(browser, serv
     screenshot(page, "polish-02-redoc-offline")
     context.close()
     assert not refused, refused
+
+
+# --- 3. "none of these" cannot be misread -----------------------------------------------------
+
+
+def test_every_snippet_reads_the_answer_and_handles_none_of_these(page, server, api):
+    project = new_project(api, "Snippets")
+    model_id = add_model(server, project["id"])
+    deploy(server, project["id"], model_id, "snippets", public=False)
+    page.goto(f"{server.url}/demo/snippets")
+    page.click("text=Use it from code")
+    expect(page.locator("#curl")).to_contain_text('.answer // "none of these"')
+    expect(page.locator("#curl")).to_contain_text("Authorization: Bearer")
+    python = page.locator("#python")
+    expect(python).to_contain_text('if p["answer"] is None:')
+    expect(python).to_contain_text("none of these")
+    screenshot(page, "polish-03-demo-snippets")
+
+    page.goto(f"{server.url}/projects/{project['id']}/models")
+    page.click("text=API snippet")
+    snippets = page.locator('.deployment[data-slug="snippets"] pre')
+    expect(snippets.nth(0)).to_contain_text('.answer // "none of these"')
+    expect(snippets.nth(1)).to_contain_text('if p["answer"] is None:')
+    assert 'r.json()["label"]' not in snippets.nth(1).inner_text()
+
+    document = api.get("/api/v1/openapi.json").json()
+    answer = document["components"]["schemas"]["PredictionOut"]["properties"]["answer"]
+    assert "null" in answer["description"] and {"type": "null"} in answer["anyOf"]

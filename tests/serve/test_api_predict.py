@@ -119,12 +119,15 @@ def test_unknown_uses_the_calibrated_threshold_and_a_deployment_override(
     bears = [post_file(client, "bears", bear(data_dir, label, n), admin).json()
              for label in ("black", "grizzly", "teddy") for n in (31, 40)]
     assert sum(a["unknown"] for a in bears) <= 1
+    for a in ood + bears:  # `answer` is the label, or None for "none of these"
+        assert a["answer"] == (None if a["unknown"] else a["label"])
 
     strict = client.patch("/api/v1/deployments/bears", json={"threshold": 0.999},
                           headers=admin)
     assert strict.json()["threshold"] == 0.999
     answer = post_file(client, "bears", bear(data_dir, "grizzly"), admin).json()
     assert answer["unknown"] is True and answer["label"] == "grizzly"
+    assert answer["answer"] is None
     assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
     client.patch("/api/v1/deployments/bears", json={"threshold": None}, headers=admin)
     assert post_file(client, "bears", bear(data_dir, "grizzly"), admin).json()["unknown"] is False
