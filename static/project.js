@@ -10,12 +10,17 @@ for (const row of document.querySelectorAll("#jobs [data-job]")) {
   if (ACTIVE.includes(row.dataset.status)) watch(row.dataset.job, (job) => job && showJob(row, job));
 }
 
+// A job started here shows beside its form and in "Recent jobs", both rows kept alike by
+// one event stream.
 function follow(list, job, { reload = true } = {}) {
-  const row = jobRow(job);
-  list.prepend(row);
+  const rows = [jobRow(job), jobRow(job)];
+  list.prepend(rows[0]);
+  const recent = document.getElementById("jobs");
+  recent.querySelector("li.muted")?.remove();  // "No jobs yet."
+  recent.prepend(rows[1]);
   watch(job.id, (update) => {
     if (!update) return;
-    showJob(row, update);
+    for (const row of rows) showJob(row, update);
     if (update.status === "succeeded" && reload) setTimeout(() => location.reload(), 800);
   });
 }

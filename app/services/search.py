@@ -27,6 +27,17 @@ class SearchFailed(Exception):
     """The provider gave no results after its retries; str(exc) says why, for a person."""
 
 
+UNREACHABLE = ("Kodiak cannot reach the image search service from this server (no internet "
+               "connection, or its name does not resolve, or a firewall blocks it). Upload "
+               "images or paste a list of image URLs instead, or ask the operator to let this "
+               "server reach the internet.")
+# How ddgs (through primp) words a request that never reached the service: DNS and connect
+# errors arrive as DDGSException("DNSError: ...") or ("ConnectError: ..."), the cause dropped.
+_UNREACHABLE_SIGNS = ("dnserror", "dns error", "error resolving dns", "connecterror",
+                      "connection refused", "network is unreachable", "no route to host",
+                      "name or service not known", "temporary failure in name resolution")
+
+
 class Provider(Protocol):
     name: str
 
@@ -45,15 +56,29 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) 
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether the request never reached the service (no network, no DNS): retrying in a
+    minute does not help, unlike a rate limit or a timeout."""
+    text = "; ".join(f"{type(e).__name__}: {e}" for e in _chain(exc)).lower()
+    return any(sign in text for sign in _UNREACHABLE_SIGNS)
+
+
+def _chain(exc: BaseException | None):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def describe_failure(exc: BaseException) -> str:
-    """What a provider exception means, in a few words for a person."""
+    """What a provider exception means, in a few words for a person (the raw text is logged,
+    never shown: it reads as a crash while the job is still trying)."""
     name, text = type(exc).__name__, str(exc)
     lowered = f"{name} {text}".lower()
     if "ratelimit" in lowered or "rate limit" in lowered or "429" in text or "403" in text:
         return "rate limited"
     if "timeout" in lowered or "timed out" in lowered:
         return "timed out"
-    return f"failed ({name}: {text[:200]})" if text else f"failed ({name})"
+    return "answered with an error"
 
 
 def is_end_of_results(exc: BaseException) -> bool:
@@ -111,8 +136,15 @@ class DuckDuckGoProvider:
             except Exception as exc:  # ddgs raises DDGSException, TimeoutException and others
                 if is_end_of_results(exc):
                     return []
+                if is_unreachable(exc):
+                    log.warning("image search page %s for %r: service unreachable: %s", page,
+                                query, exc)
+                    if have:
+                        return []  # keep what the earlier pages gave
+                    raise SearchFailed(UNREACHABLE) from exc
                 what = describe_failure(exc)
-                log.warning("image search page %s for %r %s", page, query, what)
+                log.warning("image search page %s for %r %s: %s: %s", page, query, what,
+                            type(exc).__name__, exc)
                 if attempt + 1 >= self.attempts:
                     if have:
                         return []  # keep what the earlier pages gave
@@ -122,7 +154,7 @@ class DuckDuckGoProvider:
                     ) from exc
                 delay = backoff_delay(attempt, base=self.base_delay, cap=self.max_delay,
                                       rng=self.rng)
-                wait(delay, f"{what}, retrying in {delay:.0f} s "
+                wait(delay, f"image search {what}, retrying in {delay:.0f} s "
                             f"(try {attempt + 2} of {self.attempts})")
         return []
 

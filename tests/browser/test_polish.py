@@ -202,3 +202,45 @@ def test_every_snippet_reads_the_answer_and_handles_none_of_these(page, server, 
     document = api.get("/api/v1/openapi.json").json()
     answer = document["components"]["schemas"]["PredictionOut"]["properties"]["answer"]
     assert "null" in answer["description"] and {"type": "null"} in answer["anyOf"]
+
+
+# --- 4. a search without internet fails at once, and every view of the job agrees -------------
+
+
+def test_a_search_without_internet_fails_at_once_and_every_view_agrees(page, server, api,
+                                                                       monkeypatch):
+    from ddgs import DDGS
+
+    from app.services import search
+    from app.services.gather_pipeline import run_gathering
+    from tests.integration.conftest import free_port
+
+    # The real ddgs client through a proxy that refuses connections: a network that is down.
+    proxy = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(search, "ddgs_factory", lambda timeout: DDGS(proxy=proxy, timeout=2))
+    project = new_project(api, "Offline search", labels=("grizzly",))
+    page.goto(f"{server.url}/projects/{project['id']}")
+    expect(page.locator("#jobs")).to_contain_text("No jobs yet")
+    card = page.locator('.label-card[data-label="grizzly"]')
+    card.locator("button", has_text="Search the web").click()
+    row = card.locator(".jobs li[data-job]")
+    expect(row).to_have_count(1)
+    job_id = int(row.get_attribute("data-job"))
+    recent = page.locator(f'#jobs li[data-job="{job_id}"]')
+    expect(recent).to_be_visible()  # in "Recent jobs" at once, not "No jobs yet"
+    expect(page.locator("#jobs")).not_to_contain_text("No jobs yet")
+
+    app = server.server.config.app
+    run_gathering(factory=app.state.session_factory, storage=app.state.storage,
+                  settings=app.state.settings, job_id=job_id)  # in well under a second
+    message = "Kodiak cannot reach the image search service from this server"
+    for view in (row, recent):
+        expect(view.locator(".status")).to_have_text("failed")
+        expect(view.locator(".message")).to_contain_text(message)
+        expect(view).not_to_contain_text("Error")  # no raw exception
+    screenshot(page, "polish-04-offline-search")
+    page.reload()
+    expect(page.locator(f'#jobs li[data-job="{job_id}"] .status')).to_have_text("failed")
+    page.goto(f"{server.url}/jobs/{job_id}")
+    expect(page.locator("h1 .status")).to_have_text("failed")
+    expect(page.locator(".message")).to_contain_text(message)

@@ -170,7 +170,8 @@ def test_a_provider_that_keeps_refusing_fails_the_job_with_a_readable_error(
     job = run(factory, storage, settings, start(factory, settings))
     assert job.status == "failed"
     assert job.error.startswith("image search rate limited after 2 tries")
-    assert any(m.startswith("rate limited, retrying in 0 s (try 2 of 2)") for m in messages)
+    assert any(m.startswith("image search rate limited, retrying in 0 s (try 2 of 2)")
+               for m in messages)
 
 
 def test_url_import_uses_the_same_downloader(factory, storage, settings, project_id,

@@ -72,8 +72,8 @@ def test_rate_limits_back_off_with_jitter_and_a_message_then_succeed():
     assert len(hits) == 10
     (first, first_msg), (second, second_msg) = waits.calls
     assert 5 <= first <= 10 and 10 <= second <= 20
-    assert first_msg == f"rate limited, retrying in {first:.0f} s (try 2 of 5)"
-    assert second_msg.startswith("timed out, retrying in ")
+    assert first_msg == f"image search rate limited, retrying in {first:.0f} s (try 2 of 5)"
+    assert second_msg.startswith("image search timed out, retrying in ")
 
 
 def test_gives_up_with_a_readable_error_after_its_tries():
@@ -81,9 +81,35 @@ def test_gives_up_with_a_readable_error_after_its_tries():
     waits = Waits()
     with pytest.raises(SearchFailed) as caught:
         provider(fake, attempts=3).search("bear", max_results=10, wait=waits)
-    assert str(caught.value).startswith("image search failed (RuntimeError: boom) after 3 tries")
+    assert str(caught.value).startswith("image search answered with an error after 3 tries")
     assert "upload images or paste a list of URLs" in str(caught.value)
+    assert "boom" not in str(caught.value) and "boom" not in waits.calls[0][1]
     assert len(waits.calls) == 2
+
+
+# What ddgs 9 raises here without a network (primp's DNSError and ConnectError, re-wrapped).
+NO_DNS = DDGSException(DDGSException(
+    "DNSError: DNSError('error sending request for url (https://duckduckgo.com/?q=bear) > "
+    "error resolving DNS > DNS error: no records found for Query')"))
+NO_ROUTE = DDGSException("ConnectError: ConnectError('error sending request for url "
+                         "(https://duckduckgo.com/?q=bear) > client error (Connect) > tcp "
+                         "connect error > Network is unreachable (os error 101)')")
+
+
+@pytest.mark.parametrize("offline", [NO_DNS, NO_ROUTE], ids=["dns", "connect"])
+def test_no_network_fails_at_once_with_a_plain_message(offline):
+    waits = Waits()
+    with pytest.raises(SearchFailed) as caught:
+        provider(FakeDDGS([offline] * 5)).search("bear", max_results=10, wait=waits)
+    assert str(caught.value).startswith(
+        "Kodiak cannot reach the image search service from this server")
+    assert "Error" not in str(caught.value) and waits.calls == []
+
+
+def test_no_network_on_a_later_page_keeps_the_earlier_results():
+    hits = provider(FakeDDGS([rows(0, 100), NO_ROUTE])).search("bear", max_results=300,
+                                                               wait=Waits())
+    assert len(hits) == 100
 
 
 def test_a_failing_later_page_keeps_the_earlier_results():
