@@ -30,6 +30,15 @@ class StorageError(Exception):
     """A key that is malformed or missing."""
 
 
+@cache
+def store_failures() -> tuple[type[Exception], ...]:
+    """What a backend raises when the store itself fails: a full or broken disk (OSError),
+    an S3 store that is unreachable or refuses (botocore's errors)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (OSError, BotoCoreError, ClientError)
+
+
 class Reader(Protocol):
     """What `Storage.open` returns: read it in chunks, then close it."""
 

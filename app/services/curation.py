@@ -11,7 +11,7 @@ from app.models import Image, ImagePrediction, Label, ModelVersion, Project, Sea
 from app.services.catalog import IMAGE_STATUSES
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import find_label
-from app.storage import Storage
+from app.storage import Storage, StorageError
 
 MAX_BULK = 5_000
 THUMB_SIZES = (96, 160, 240, 320, 480)
@@ -137,9 +137,13 @@ def thumbnail(*, storage: Storage, image: Image, size: int) -> str:
     key = f"thumbs/{image.storage_key}-{size}.jpg"
     if storage.exists(key):
         return key
-    with PILImage.open(io.BytesIO(storage.read(image.storage_key))) as source:
-        source.draft("RGB", (size, size))
-        picture = source.convert("RGB")
+    data = storage.read(image.storage_key)  # StorageError when the file is gone
+    try:
+        with PILImage.open(io.BytesIO(data)) as source:
+            source.draft("RGB", (size, size))
+            picture = source.convert("RGB")
+    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+        raise StorageError(f"the stored image {image.storage_key} is damaged: {exc}") from exc
     scale = size / min(picture.size)
     if scale < 1:
         picture = picture.resize((max(1, round(picture.width * scale)),

@@ -6,6 +6,7 @@ micro-batcher, so concurrent requests share one ONNX Runtime call; every answer 
 
 import asyncio
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,13 +15,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.ml.images import ImageRejected, PixelBudget, decode_rgb
-from app.ml.predict import Classifier
+from app.ml.predict import Classifier, ModelLoadError
 from app.models import Deployment, Image, Label, ModelVersion, PredictionLog
 from app.services.downloader import DownloadError, download
-from app.services.errors import InvalidInputError
+from app.services.errors import InvalidInputError, UnavailableError
 from app.serving.log_buffer import LogEntry
 from app.serving.runtime import Serving
 from app.storage import Storage, StorageError
+
+log = logging.getLogger(__name__)
 
 
 async def predict(*, serving: Serving, deployment: Deployment, images: list[bytes],
@@ -51,7 +54,14 @@ async def predict(*, serving: Serving, deployment: Deployment, images: list[byte
 
 def _prepare(serving: Serving, model: ModelVersion,
              images: list[bytes]) -> tuple[Classifier, np.ndarray]:
-    classifier = serving.cache.get(model)
+    try:
+        classifier = serving.cache.get(model)
+    except (ModelLoadError, StorageError) as exc:
+        log.error("model %s of a deployment cannot be loaded: %s", model.id, exc)
+        raise UnavailableError(
+            f"model {model.id} of this deployment cannot be loaded (its files in the store "
+            "are missing or damaged); its owner can switch the deployment to another model "
+            "version, or an operator can run `kodiak check`") from exc
     draft = classifier.preprocessing.resize  # decode exactly as training did
     budget = PixelBudget(serving.pixels_per_request)  # one call: one request's images
     try:

@@ -51,16 +51,19 @@ class ModelCache:
                 found = self._hit(key)
                 if found is not None:
                     return found
-            model_dir = self.storage.local_dir(model.storage_prefix)
-            classifier = Classifier.load(model_dir, threads=self.threads)
-            nbytes = (model_dir / "model.onnx").stat().st_size
-            with self._lock:
-                self.loads += 1
-                for replaced in [k for k in self._models if k[0] == model.id]:
-                    del self._models[replaced]  # an older row under this id is gone
-                self._models[key] = (classifier, nbytes)
-                self._evict()
-                self._loading.pop(key, None)
+            try:
+                model_dir = self.storage.local_dir(model.storage_prefix)
+                classifier = Classifier.load(model_dir, threads=self.threads)
+                nbytes = (model_dir / "model.onnx").stat().st_size
+                with self._lock:
+                    self.loads += 1
+                    for replaced in [k for k in self._models if k[0] == model.id]:
+                        del self._models[replaced]  # an older row under this id is gone
+                    self._models[key] = (classifier, nbytes)
+                    self._evict()
+            finally:  # a load that failed is tried again by the next request
+                with self._lock:
+                    self._loading.pop(key, None)
             return classifier
 
     def cached_ids(self) -> list[int]:

@@ -4,10 +4,12 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, IntegrityError
+from starlette.exceptions import HTTPException
 
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
@@ -19,7 +21,7 @@ from app.services.errors import (
     UnavailableError,
 )
 from app.serving.runtime import Serving
-from app.storage import StorageError, open_storage
+from app.storage import StorageError, open_storage, store_failures
 from app.web import (
     api,
     api_account,
@@ -33,7 +35,7 @@ from app.web import (
     pages,
     security,
 )
-from app.web.pages.common import error_page
+from app.web.pages.common import TITLES, error_answer, error_page, wants_page
 from app.web.paths import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -94,8 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _add_error_handlers(app: FastAPI) -> None:
     def handler(status: int):
-        async def respond(request: Request, exc: Exception) -> JSONResponse:
-            return JSONResponse({"detail": str(exc)}, status_code=status)
+        async def respond(request: Request, exc: Exception) -> Response:
+            return _answer(request, status, str(exc))
 
         return respond
 
@@ -105,10 +107,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LimitExceededError, handler(429))
     app.add_exception_handler(UnavailableError, handler(503))
 
-    async def integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+    async def integrity(request: Request, exc: IntegrityError) -> Response:
         log.warning("integrity error on %s: %s", request.url.path, exc.orig)
-        return JSONResponse({"detail": "a conflicting change was saved at the same moment "
-                                       "(same name or same image); try again"}, 409)
+        return _answer(request, *error_answer(exc))
 
     app.add_exception_handler(IntegrityError, integrity)
 
@@ -121,7 +122,21 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(OverflowError, out_of_range)
     app.add_exception_handler(DataError, out_of_range)
-    app.add_exception_handler(StorageError, handler(404))
+
+    async def store_problem(request: Request, exc: Exception) -> Response:
+        # A missing stored file (410), or a store that failed (503): never a bare 500.
+        log.warning("storage on %s: %s: %s", request.url.path, type(exc).__name__, exc)
+        return _answer(request, *error_answer(exc))
+
+    for kind in (StorageError, *store_failures()):
+        app.add_exception_handler(kind, store_problem)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if wants_page(request):
+            return _answer(request, *error_answer(exc))
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(HTTPException, http_error)
 
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -136,3 +151,13 @@ def _add_error_handlers(app: FastAPI) -> None:
         return RedirectResponse("/login", status_code=303)
 
     app.add_exception_handler(pages.SignInRequired, sign_in)
+
+
+def _answer(request: Request, status: int, detail: str,
+            headers: dict[str, str] | None = None) -> Response:
+    """An error as JSON {"detail"}, or as a page for a browser that asked for one."""
+    if wants_page(request):
+        answer = error_page(request, status, TITLES.get(status, "That did not work"), detail)
+        answer.headers.update(headers or {})
+        return answer
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)

@@ -10,8 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 
 from app.models import ModelVersion, Project, UserSession
 from app.services import auth, deployments, projects
@@ -20,7 +22,9 @@ from app.services.errors import (
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
+    UnavailableError,
 )
+from app.storage import StorageError, store_failures
 from app.web.deps import SESSION_COOKIE, SessionDep
 from app.web.paths import TEMPLATES_DIR
 
@@ -50,6 +54,13 @@ class PageRoute(APIRoute):
                 fields = ", ".join(str(e.get("loc", ["", "?"])[-1]) for e in exc.errors())
                 return error_page(request, 400, "Some fields are missing or invalid",
                                   f"check: {fields}")
+            except (UnavailableError, StorageError, IntegrityError, HTTPException,
+                    *store_failures()) as exc:
+                status, detail, headers = error_answer(exc)
+                page = error_page(request, status, TITLES.get(status, "That did not work"),
+                                  detail)
+                page.headers.update(headers or {})
+                return page
 
         return handle
 
@@ -71,6 +82,36 @@ def redirect(url: str, **query) -> RedirectResponse:
 def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
     return render(request, "error.html", code=status, title=title, message=message,
                   back=request.headers.get("referer"))
+
+
+TITLES = {404: "Not found", 409: "That did not work", 410: "Gone", 413: "Too large",
+          429: "Too much at once", 503: "Not available right now"}
+STORE_FAILED = ("the file store failed ({reason}); nothing of this request was saved: "
+                "try again later, and tell the operator if it goes on")
+MISSING_FILE = ("a stored file is missing or unreadable ({reason}); an operator's "
+                "`kodiak check` lists such files")
+CONFLICT = "a conflicting change was saved at the same moment (same name or same image); try again"
+
+
+def error_answer(exc: Exception) -> tuple[int, str, dict[str, str] | None]:
+    """(status, detail, headers) of a failure that is not a service error: an HTTPException,
+    a missing stored file, a store that failed, a unique constraint, a queue down."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail), exc.headers
+    if isinstance(exc, UnavailableError):
+        return 503, str(exc), None
+    if isinstance(exc, StorageError):
+        return 410, MISSING_FILE.format(reason=exc), None
+    if isinstance(exc, IntegrityError):
+        return 409, CONFLICT, None
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return 503, STORE_FAILED.format(reason=reason), None
+
+
+def wants_page(request: Request) -> bool:
+    """A browser asking for a page (not the API): errors answer it as a page."""
+    return (not request.url.path.startswith("/api/")
+            and "text/html" in request.headers.get("accept", ""))
 
 
 def signed_in_context(user_session: UserSession, **context) -> dict:
