@@ -1,28 +1,21 @@
 """The JSON API v1: routes parse, call one service, shape the answer."""
 
-import asyncio
-import json
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import StreamingResponse
 from sqlalchemy import text
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.models import Deployment, Image, ModelVersion, Project, User
+from app.models import Image, Project, User
 from app.schemas import (
     ApiKeyIn,
-    DeploymentIn,
-    DeploymentPatch,
     ImagePatch,
     LabelIn,
     ProjectIn,
     SessionIn,
-    TrainingIn,
     UserIn,
 )
-from app.services import auth, catalog, datasets, deployments, jobs, projects, training
+from app.services import auth, catalog, datasets, projects
 from app.web.deps import (
     SESSION_COOKIE,
     AdminDep,
@@ -37,7 +30,6 @@ from app.web.limits import UPLOAD_BODY
 from app.web.security import SignInGuardDep, client_ip, refuse_other_sites, throttled
 
 router = APIRouter(prefix="/api/v1")
-MODEL_FILES = ("weights.safetensors", "model.json", "model.onnx")
 
 
 def user_out(user: User) -> dict:
@@ -79,42 +71,6 @@ def image_out(image: Image) -> dict:
         "created_at": image.created_at.isoformat(),
         "file_url": f"/api/v1/images/{image.id}/file",
     }
-
-
-def model_out(model: ModelVersion, *, full: bool = False) -> dict:
-    metrics = model.metrics or {}
-    out = {
-        "id": model.id,
-        "project_id": model.project_id,
-        "job_id": model.job_id,
-        "backbone": model.backbone,
-        "labels": model.labels,
-        "error_rate": metrics.get("error_rate"),
-        "created_at": model.created_at.isoformat(),
-        "files": {name: f"/api/v1/models/{model.id}/files/{name}" for name in MODEL_FILES},
-    }
-    if full:
-        out["metrics"] = metrics
-        out["recipe"] = model.recipe
-    return out
-
-
-def deployment_out(request: Request, deployment: Deployment) -> dict:
-    base = str(request.base_url).rstrip("/")
-    return {
-        "slug": deployment.slug,
-        "model_id": deployment.model_id,
-        "project_id": deployment.project_id,
-        "public": deployment.public,
-        "threshold": deployment.threshold,
-        "log_images": deployment.log_images,
-        "predict_url": f"{base}/api/v1/predict/{deployment.slug}",
-        "demo_url": f"{base}/demo/{deployment.slug}",
-        "updated_at": deployment.updated_at.isoformat(),
-    }
-
-
-# --- health, session, users, keys ---------------------------------------------------------
 
 
 @router.get("/health")
@@ -273,126 +229,3 @@ def image_file(image_id: int, session: SessionDep, user: UserDep, storage: Stora
 # --- jobs -----------------------------------------------------------------------------------
 
 
-@router.post("/projects/{project_id}/trainings", status_code=202)
-def start_training(
-    project: ProjectDep, session: SessionDep, settings: SettingsDep,
-    body: TrainingIn | None = None,
-):
-    recipe = body.model_dump(exclude_none=True) if body else {}
-    job = training.start_training(session=session, settings=settings, project=project,
-                                  recipe=recipe)
-    return jobs.job_view(job)
-
-
-@router.get("/projects/{project_id}/jobs")
-def list_jobs(project: ProjectDep, session: SessionDep, settings: SettingsDep):
-    found = jobs.list_jobs(session=session, project=project)
-    for job in found:
-        jobs.fail_if_stale(job=job, stale_seconds=settings.job_stale_seconds)
-    session.commit()
-    return [jobs.job_view(job) for job in found]
-
-
-@router.get("/jobs/{job_id}")
-def get_job(job_id: int, session: SessionDep, user: UserDep, settings: SettingsDep):
-    job = jobs.get_job(session=session, owner=user, job_id=job_id,
-                       stale_seconds=settings.job_stale_seconds)
-    session.commit()
-    return jobs.job_view(job)
-
-
-@router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, session: SessionDep, user: UserDep, settings: SettingsDep):
-    job = jobs.get_job(session=session, owner=user, job_id=job_id,
-                       stale_seconds=settings.job_stale_seconds)
-    jobs.request_cancel(session=session, job=job)
-    session.commit()
-    return jobs.job_view(job)
-
-
-@router.get("/jobs/{job_id}/events")
-async def job_events(job_id: int, request: Request, user: UserDep, settings: SettingsDep):
-    factory = request.app.state.session_factory
-
-    def snapshot() -> dict:
-        with factory() as session:
-            job = jobs.get_job(session=session, owner=user, job_id=job_id,
-                               stale_seconds=settings.job_stale_seconds)
-            session.commit()
-            return jobs.job_view(job)
-
-    first = await run_in_threadpool(snapshot)  # 404 before the stream starts
-    release = request.app.state.event_streams.take(user.id)  # 429 above the user's limit
-
-    async def stream():
-        view, last = first, None
-        try:
-            while True:
-                if view != last:
-                    yield f"event: job\ndata: {json.dumps(view)}\n\n"
-                    last = view
-                if view["status"] in jobs.TERMINAL or await request.is_disconnected():
-                    return
-                await asyncio.sleep(0.5)
-                view = await run_in_threadpool(snapshot)
-        finally:
-            release()
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                             background=BackgroundTask(release))  # also when never started
-
-
-# --- models and deployments -----------------------------------------------------------------
-
-
-@router.get("/projects/{project_id}/models")
-def list_models(project: ProjectDep, session: SessionDep):
-    return [model_out(m) for m in deployments.list_models(session=session, project=project)]
-
-
-@router.get("/models/{model_id}")
-def get_model(model_id: int, session: SessionDep, user: UserDep):
-    return model_out(deployments.get_model(session=session, owner=user, model_id=model_id),
-                     full=True)
-
-
-@router.get("/models/{model_id}/files/{name}")
-def model_file(model_id: int, name: str, session: SessionDep, user: UserDep,
-               storage: StorageDep):
-    if name not in MODEL_FILES:
-        raise HTTPException(404, f"no file {name!r}; files are {', '.join(MODEL_FILES)}")
-    model = deployments.get_model(session=session, owner=user, model_id=model_id)
-    return file_response(storage, f"{model.storage_prefix}/{name}", filename=name)
-
-
-@router.post("/models/{model_id}/deployments", status_code=201)
-def create_deployment(model_id: int, body: DeploymentIn, request: Request,
-                      session: SessionDep, user: UserDep):
-    model = deployments.get_model(session=session, owner=user, model_id=model_id)
-    deployment = deployments.create_deployment(
-        session=session, model=model, slug=body.slug, public=body.public,
-        threshold=body.threshold, log_images=body.log_images,
-    )
-    session.commit()
-    return deployment_out(request, deployment)
-
-
-@router.get("/projects/{project_id}/deployments")
-def list_deployments(project: ProjectDep, request: Request, session: SessionDep):
-    return [deployment_out(request, d)
-            for d in deployments.list_deployments(session=session, project=project)]
-
-
-@router.patch("/deployments/{slug}")
-def update_deployment(slug: str, body: DeploymentPatch, request: Request,
-                      session: SessionDep, user: UserDep):
-    deployment = deployments.get_owned_deployment(session=session, owner=user, slug=slug)
-    model = (deployments.get_model(session=session, owner=user, model_id=body.model_id)
-             if body.model_id is not None else None)
-    threshold = body.threshold if "threshold" in body.model_fields_set else deployments.KEEP
-    deployments.update_deployment(session=session, deployment=deployment, model=model,
-                                  public=body.public, threshold=threshold,
-                                  log_images=body.log_images)
-    session.commit()
-    return deployment_out(request, deployment)

@@ -27,6 +27,8 @@ from app.web import (
     api_account,
     api_curation,
     api_gather,
+    api_jobs,
+    api_models,
     api_predict,
     api_training,
     limits,
@@ -76,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = storage
     app.state.predict_limits = api_predict.Limits(settings)
     app.include_router(api.router)
+    app.include_router(api_jobs.router)
+    app.include_router(api_models.router)
     app.include_router(api_predict.router)
     app.include_router(api_gather.router)
     app.include_router(api_curation.router)
