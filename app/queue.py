@@ -1,6 +1,8 @@
 """Enqueue work by task name; the web never imports the workers."""
 
 from celery import Celery
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 from app.config import Settings
 
@@ -27,6 +29,9 @@ def celery_config(settings: Settings) -> dict:
         "task_routes": {name: {"queue": queue} for name, queue in QUEUE_OF.items()},
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
+        # A job's state lives in the database: a running job goes on when the broker goes
+        # away, and its worker takes new jobs once the broker is back (RedisTransport).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
     if config["broker_url"].startswith("filesystem://"):
         folder = settings.broker_folder()
@@ -44,7 +49,46 @@ def celery_config(settings: Settings) -> dict:
     else:
         # Above the longest training run, so a running job is not redelivered.
         config["broker_transport_options"] = {"visibility_timeout": 6 * 3600}
+    if config["broker_url"].startswith("redis://"):
+        config["broker_transport"] = RedisTransport
     return config
+
+
+class _RedisQoS(kombu_redis.QoS):
+    """Redis's unacknowledged messages, minus a crash when Redis goes away.
+
+    After losing the broker, Celery (5.7) collects the connection and then closes it: closing
+    restores the unacknowledged messages (a running job's, with acks_late), and the running job
+    acks its message when it ends, both through a transport that is gone by then; either
+    AttributeError stops the worker for good, so nothing takes jobs once Redis is back. With
+    the transport gone there is no Redis to reach: forget the message here (Redis, if it kept
+    it, restores it after visibility_timeout, and a job's claim is exactly-once).
+    """
+
+    def _gone(self) -> bool:
+        connection = self.channel.connection
+        return connection is None or connection.client is None
+
+    def restore_unacked(self, client=None):
+        if self._gone():
+            self._delivered.clear()
+            return None
+        return super().restore_unacked(client)
+
+    def ack(self, delivery_tag):
+        if self._gone():
+            return virtual.QoS.ack(self, delivery_tag)  # the local state only
+        return super().ack(delivery_tag)
+
+
+class _RedisChannel(kombu_redis.Channel):
+    QoS = _RedisQoS
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport whose workers survive a Redis restart (see _RedisQoS)."""
+
+    Channel = _RedisChannel
 
 
 _producers: dict[tuple[str, str], Celery] = {}
