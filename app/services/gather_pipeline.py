@@ -26,11 +26,15 @@ from app.services import datasets, search
 from app.services.downloader import DownloadError, download_many, policy_from_settings
 from app.services.errors import InvalidInputError
 from app.services.jobs import JobCancelled, JobReporter
-from app.storage import Storage
+from app.storage import Storage, store_failures
 
 log = logging.getLogger(__name__)
 BATCH = 64
 BATCH_WAIT_S = 0.25  # gather finished downloads this long before filing them together
+
+
+class StoreFailed(Exception):
+    """The store refused a write while a batch was filed (the batch's rows rolled back)."""
 
 
 def run_gathering(*, factory: sessionmaker[Session], storage: Storage, settings: Settings,
@@ -53,6 +57,13 @@ def run_gathering(*, factory: sessionmaker[Session], storage: Storage, settings:
         return
     except (search.SearchFailed, InvalidInputError) as exc:
         reporter.finish(status="failed", message="failed", error=str(exc))
+        return
+    except StoreFailed as exc:
+        counts = _counts(factory, job_id)
+        reporter.finish(status="failed", message="failed", result=_result(counts),
+                        error=f"the file store failed ({exc}) after {counts['added']} images "
+                              "were added (they stay); search again once it is fixed: the "
+                              "images already added count as duplicates")
         return
     except Exception as exc:
         log.exception("gathering job %s failed", job_id)
@@ -263,9 +274,14 @@ def _file_batch(*, factory, storage: Storage, job: Job, batch: list,
                                  "query": row.query or None}
             uploads.append(upload)
         if uploads:
-            added = datasets.add_images(session=session, storage=storage, project=project,
-                                        uploads=uploads, limits=limits,
-                                        source="search" if job.kind == "search" else "url")
+            try:
+                added = datasets.add_images(session=session, storage=storage, project=project,
+                                            uploads=uploads, limits=limits,
+                                            source="search" if job.kind == "search" else "url")
+            except store_failures() as exc:
+                log.exception("job %s: the store refused a write", job.id)
+                raise StoreFailed(getattr(exc, "strerror", None)
+                                  or f"{type(exc).__name__}: {exc}") from exc
             for entry in added.added:
                 rows[entry["ref"]].status, rows[entry["ref"]].image_id = "added", entry["image_id"]
             for entry in added.duplicates:
