@@ -152,7 +152,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation)
 
     async def sign_in(request: Request, exc: Exception) -> RedirectResponse:
-        return RedirectResponse("/login", status_code=303)
+        return RedirectResponse(security.sign_in_url(request), status_code=303)
 
     app.add_exception_handler(pages.SignInRequired, sign_in)
 

@@ -1,7 +1,7 @@
 """Browser-facing guards: security headers on every response, and the sign-in's checks."""
 
 from typing import Annotated
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 
@@ -139,3 +139,22 @@ def refuse_other_sites(request: Request) -> None:
 def throttled(exc: SignInThrottled) -> HTTPException:
     """The 429 answer to a throttled sign-in."""
     return HTTPException(429, str(exc), headers={"Retry-After": retry_after(exc.retry_after_s)})
+
+
+def safe_next(value: str) -> str:
+    """`value` when it is a path on this site ("/projects/3/images?label=x"), else "": the
+    sign-in form never sends anyone to another site ("//evil", "https://evil",
+    "/\\evil", control characters)."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return ""
+    if len(value) > 2000 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return ""
+    parts = urlsplit(value)
+    return "" if parts.scheme or parts.netloc else value
+
+
+def sign_in_url(request: Request) -> str:
+    """Where a signed-out visitor of a page goes: /login, with the page to come back to."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = safe_next(target) if request.method == "GET" and target != "/" else ""
+    return f"/login?{urlencode({'next': target})}" if target else "/login"

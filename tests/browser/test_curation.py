@@ -40,7 +40,7 @@ def wait_for_job(page, name: str) -> None:
 def test_bear_flow_in_the_browser(page, app_url, data_dir):
     page.set_default_timeout(30_000)
     page.goto(f"{app_url}/projects")
-    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fprojects$"))
     screenshot(page, "curate-01-login")
     page.fill("#email", "admin@example.com")
     page.fill("#password", "wrong")

@@ -6,7 +6,9 @@ One app (uvicorn in a thread, no workers: jobs and models are made directly wher
 needs them) and one signed-in page serve the whole module.
 """
 
+import re
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -244,3 +246,43 @@ def test_a_search_without_internet_fails_at_once_and_every_view_agrees(page, ser
     page.goto(f"{server.url}/jobs/{job_id}")
     expect(page.locator("h1 .status")).to_have_text("failed")
     expect(page.locator(".message")).to_contain_text(message)
+
+
+# --- 5. Back shows the current state; sign-in returns to the deep link ------------------------
+
+
+def test_back_shows_the_current_state(page, server, api):
+    project = new_project(api, "Back button", labels=("grizzly",))
+    response = page.goto(f"{server.url}/projects/{project['id']}")
+    assert response.headers["cache-control"] == "no-store"
+    expect(page.locator(".label-card")).to_have_count(1)
+    page.click(".sub >> text=Images")
+    expect(page.locator("h1")).to_contain_text("Images")
+    added = api.post(f"/api/v1/projects/{project['id']}/labels", json={"name": "panda"})
+    assert added.status_code == 201, added.text
+    page.go_back()
+    expect(page.locator('.label-card[data-label="panda"]')).to_be_visible()
+    # A page the browser restores from its back-forward cache reloads itself.
+    page.evaluate("window.restored = true")
+    with page.expect_navigation():
+        page.evaluate("dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))")
+    assert page.evaluate("window.restored") is None
+
+
+def test_sign_in_returns_to_the_deep_link_of_this_site_only(browser, server, api):
+    project = new_project(api, "Deep link", labels=("grizzly",))
+    context = browser.new_context()
+    page = context.new_page()
+    deep = f"/projects/{project['id']}/images?label=grizzly"
+    page.goto(server.url + deep)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    screenshot(page, "polish-05-sign-in-with-next")
+    page.fill("#email", ADMIN_EMAIL)
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(server.url + deep)
+    expect(page.locator("h1")).to_contain_text("Images: grizzly")
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        sign_in(page, f"{server.url}/login?{urlencode({'next': target})}")
+        expect(page).to_have_url(f"{server.url}/projects")
+    context.close()

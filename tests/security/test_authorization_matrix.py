@@ -197,7 +197,7 @@ def call(world: World, party: Party, method: str, path: str, *, slug: str | None
 def refused(response, party: Party, method: str) -> bool:
     if response.status_code in (401, 403, 404, 405):
         return True
-    if response.status_code == 303 and response.headers["location"] == "/login":
+    if response.status_code == 303 and response.headers["location"].split("?")[0] == "/login":
         # A page sends someone signed out to sign in; signing out goes there too, clearing
         # the cookie as it does.
         return "set-cookie" not in response.headers

@@ -21,7 +21,7 @@ def sign_in(client: TestClient, email: str, password: str) -> tuple[TestClient, 
 
 def test_account_page_needs_sign_in_and_links_from_the_header(client, other_user):
     answer = client.get("/account", follow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "/login"
+    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Faccount"
     browser, _ = sign_in(client, **OTHER)
     page = browser.get("/projects")
     assert 'href="/account"' in page.text and 'href="/admin/users"' not in page.text

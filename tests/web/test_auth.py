@@ -40,7 +40,8 @@ def test_only_admins_create_users(client, admin, other_user):
 
 
 def test_login_page_sets_session_and_projects_page_renders(client):
-    assert client.get("/projects", follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/projects", follow_redirects=False).headers["location"] == (
+        "/login?next=%2Fprojects")
     page = client.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
     assert page.status_code == 200
     assert "New project" in page.text

@@ -1,6 +1,7 @@
 """The HTML pages: sign-in, projects, grid, review, training, results, deployments, errors."""
 
 import re
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select
@@ -38,10 +39,26 @@ def bears(client, csrf, data_dir) -> int:
     return project_id
 
 
-def test_pages_need_sign_in(client):
-    for path in ("/projects", "/projects/1", "/projects/1/images", "/models/1", "/jobs/1"):
+def test_pages_need_sign_in_and_come_back_after_it(client):
+    for path in ("/projects", "/projects/1", "/projects/1/images?label=a%20b", "/models/1",
+                 "/jobs/1"):
         answer = client.get(path, follow_redirects=False)
-        assert answer.status_code == 303 and answer.headers["location"] == "/login", path
+        assert answer.status_code == 303, path
+        assert answer.headers["location"] == "/login?" + urlencode({"next": path}), path
+    signed_in = client.post("/login", follow_redirects=False, data={
+        "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "next": "/projects?x=1"})
+    assert signed_in.headers["location"] == "/projects?x=1"
+    assert 'name="next" value="/account"' in client.get("/login?next=/account").text
+
+
+@pytest.mark.parametrize("target", [
+    "//evil.example/x", "https://evil.example/", "/\\evil.example", "\\\\evil.example",
+    "javascript:alert(1)", "/\t/evil.example", "evil.example"])
+def test_sign_in_never_sends_anyone_to_another_site(client, target):
+    assert 'name="next"' not in client.get("/login", params={"next": target}).text
+    signed_in = client.post("/login", follow_redirects=False, data={
+        "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "next": target})
+    assert signed_in.headers["location"] == "/projects"
 
 
 def test_wrong_password_shows_the_form_again(client):

@@ -16,7 +16,7 @@ from app.web.pages.common import (
     redirect,
     render,
 )
-from app.web.security import SignInGuardDep, client_ip, from_another_site
+from app.web.security import SignInGuardDep, client_ip, from_another_site, safe_next
 
 router = page_router()
 
@@ -27,28 +27,30 @@ def home(user_session: PageSessionDep):
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request):
-    return render(request, "login.html", error=None)
+def login_page(request: Request, next: str = ""):
+    return render(request, "login.html", error=None, next=safe_next(next))
 
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, session: SessionDep, settings: SettingsDep,
                 guard: SignInGuardDep, email: Annotated[str, Form()] = "",
-                password: Annotated[str, Form()] = ""):
+                password: Annotated[str, Form()] = "", next: Annotated[str, Form()] = ""):
     if from_another_site(request):
         return render(request, "error.html", code=403, title="Sign-in refused", back="/login",
                       message="This sign-in form was sent from another site.")
+    next = safe_next(next)  # a path on this site, or nothing
     try:
         user = await guard.authenticate(session=session, email=email, password=password,
                                         ip=client_ip(request))
     except auth.SignInThrottled as exc:
-        response = render(request, "login.html", code=429, error=str(exc), email=email)
+        response = render(request, "login.html", code=429, error=str(exc), email=email,
+                          next=next)
         response.headers["Retry-After"] = retry_after(exc.retry_after_s)
         return response
     except auth.AuthError as exc:
-        return render(request, "login.html", code=401, error=str(exc), email=email)
+        return render(request, "login.html", code=401, error=str(exc), email=email, next=next)
     token = await run_in_threadpool(_start_session, session, user, settings.session_days)
-    response = redirect("/projects")
+    response = redirect(next or "/projects")
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
                         secure=settings.cookie_secure, max_age=settings.session_days * 86400)
     return response

@@ -71,7 +71,12 @@ def page_router() -> APIRouter:
 
 
 def render(request: Request, name: str, code: int = 200, **context) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, context, status_code=code)
+    response = templates.TemplateResponse(request, name, context, status_code=code)
+    if context.get("user") or context.get("csrf_token"):
+        # A signed-in page: never kept by a cache, so Back and a shared computer show the
+        # current state, and nothing of it once signed out.
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def redirect(url: str, **query) -> RedirectResponse:
