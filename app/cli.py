@@ -44,6 +44,12 @@ def migrate(settings: Settings) -> None:
         print("(shown once; set KODIAK_ADMIN_PASSWORD to choose it yourself)")
 
 
+# On SIGTERM the web finishes its requests for at most this long, then cancels the rest (their
+# clients see the connection close; an upload's rows commit whole or not at all) and stops
+# cleanly, flushing the prediction log: inside Docker's 10 s before a SIGKILL.
+WEB_STOP_GRACE_S = 8
+
+
 def web(settings: Settings) -> None:
     import uvicorn
 
@@ -53,7 +59,7 @@ def web(settings: Settings) -> None:
     uvicorn.run("app.web.main:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.web_workers, proxy_headers=True,
                 forwarded_allow_ips=settings.forwarded_allow_ips, log_config=None,
-                log_level=settings.log_level)
+                log_level=settings.log_level, timeout_graceful_shutdown=WEB_STOP_GRACE_S)
 
 
 def worker(queues: str, pool: str | None, concurrency: int | None,

@@ -1,5 +1,6 @@
 """The FastAPI application: wiring, error shapes, limits (app/web/limits.py)."""
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -92,10 +93,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               name="docs-assets")
     limits.install(app, settings, error_page=error_page)  # reads the routers' body marks
     security.install(app, settings)
+    app.add_middleware(StoppedAnswer)  # inside the request context: logged with its id
     app.add_middleware(observability.RequestContext)  # outermost: sees every answer
     _add_error_handlers(app)
     openapi.document_errors(app)
     return app
+
+
+class StoppedAnswer:
+    """A request still running when the server stops (past its grace period, `kodiak web`)
+    answers 503 with a reason instead of uvicorn's bare 500."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watch(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except asyncio.CancelledError:
+            if not started:
+                answer = _answer(Request(scope), 503, STOPPED, {"Retry-After": "10"})
+                await answer(scope, receive, send)
+            raise
+
+
+STOPPED = ("the server restarted while this request ran, so it may not have finished: check, "
+           "then send it again (an upload sent twice reports its images as duplicates)")
 
 
 def _add_error_handlers(app: FastAPI) -> None:
