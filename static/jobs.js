@@ -33,7 +33,7 @@ export function jobRow(job) {
   li.dataset.job = job.id;
   li.innerHTML = '<a><strong></strong></a> <span class="status badge"></span> <progress max="1"></progress> <span class="message"></span> <span class="counters"></span>';
   li.querySelector("a").href = `/jobs/${job.id}`;
-  li.querySelector("strong").textContent = `${job.kind} #${job.id}`;
+  li.querySelector("strong").textContent = job.title;  // "Search #2": per kind, per project
   showJob(li, job);
   return li;
 }

@@ -2,8 +2,8 @@
 
 import re
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload, object_session
 
 from app.models import Deployment, ModelVersion, Project, User
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
@@ -17,6 +17,24 @@ def list_models(*, session: Session, project: Project) -> list[ModelVersion]:
     query = select(ModelVersion).where(ModelVersion.project_id == project.id)
     return list(session.scalars(query.where(ModelVersion.storage_prefix != "").order_by(
         ModelVersion.id.desc())))
+
+
+def model_versions(*, session: Session, project_id: int) -> dict[int, int]:
+    """Each finished model's version number in its project: v3 is the project's third model
+    (ids are shared by every project)."""
+    ids = session.scalars(
+        select(ModelVersion.id).where(ModelVersion.project_id == project_id,
+                                      ModelVersion.storage_prefix != "")
+        .order_by(ModelVersion.id))
+    return {model_id: n for n, model_id in enumerate(ids, start=1)}
+
+
+def model_version(model: ModelVersion) -> int:
+    """This model's version number in its project."""
+    return object_session(model).scalar(
+        select(func.count()).select_from(ModelVersion)
+        .where(ModelVersion.project_id == model.project_id, ModelVersion.storage_prefix != "",
+               ModelVersion.id <= model.id))
 
 
 def get_model(*, session: Session, owner: User, model_id: int) -> ModelVersion:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
@@ -168,10 +168,41 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     return job
 
 
+KIND_TITLES = {"search": "Search", "url_import": "URL import", "training": "Training",
+               "lr_find": "Learning-rate sweep"}
+
+
+def job_title(kind: str, number: int) -> str:
+    """A job's title, such as "Training #2": its kind, and its number among the project's jobs
+    of that kind (ids are shared by every kind of job in every project)."""
+    return f"{KIND_TITLES.get(kind, kind)} #{number}"
+
+
+def job_titles(*, session: Session, project_id: int) -> dict[int, str]:
+    """The title of each of a project's jobs, by id."""
+    seen: dict[str, int] = {}
+    titles = {}
+    for job_id, kind in session.execute(
+            select(Job.id, Job.kind).where(Job.project_id == project_id).order_by(Job.id)):
+        seen[kind] = seen.get(kind, 0) + 1
+        titles[job_id] = job_title(kind, seen[kind])
+    return titles
+
+
+def job_number(job: Job) -> int:
+    """This job's number among its project's jobs of its kind."""
+    return object_session(job).scalar(
+        select(func.count()).select_from(Job)
+        .where(Job.project_id == job.project_id, Job.kind == job.kind, Job.id <= job.id))
+
+
 def job_view(job: Job) -> dict[str, Any]:
     """The job as the API shows it."""
+    number = job_number(job)
     return {
         "id": job.id,
+        "number": number,
+        "title": job_title(job.kind, number),
         "project_id": job.project_id,
         "kind": job.kind,
         "status": job.status,

@@ -25,6 +25,7 @@ def model_out(model: ModelVersion, *, full: bool = False) -> dict:
     metrics = model.metrics or {}
     out = {
         "id": model.id,
+        "version": deployments.model_version(model),  # "v3": the project's third model
         "project_id": model.project_id,
         "job_id": model.job_id,
         "backbone": model.backbone,

@@ -286,3 +286,51 @@ def test_sign_in_returns_to_the_deep_link_of_this_site_only(browser, server, api
         sign_in(page, f"{server.url}/login?{urlencode({'next': target})}")
         expect(page).to_have_url(f"{server.url}/projects")
     context.close()
+
+
+# --- 6. numbering per project: "Training #2", "Model v1" --------------------------------------
+
+
+def link_model(server, model_id: int, job_id: int) -> None:
+    with session_scope(factory(server)) as session:
+        session.get(ModelVersion, model_id).job_id = job_id
+
+
+def test_trainings_and_models_are_numbered_per_project(page, server, api):
+    project = new_project(api, "Numbering")
+    pid = project["id"]
+    search = add_job(server, pid, kind="search", status="failed", error="no images")
+    add_job(server, pid, kind="training", status="failed", error="too few images")
+    model_id = add_model(server, pid)
+    training = add_job(server, pid, kind="training", status="succeeded",
+                       result={"model_id": model_id})
+    link_model(server, model_id, training)
+    assert (training, model_id) != (2, 1)  # ids are shared by every project and kind
+
+    page.goto(f"{server.url}/jobs/{training}")
+    expect(page.locator("h1")).to_contain_text("Training #2")
+    expect(page.locator("#result-link")).to_have_text("See the results: model v1")
+    expect(page.locator('.sub [aria-current="page"]')).to_have_text("Train")
+    screenshot(page, "polish-06-training-2")
+    page.click("#result-link")
+    expect(page.locator("h1")).to_have_text("Model v1")
+    expect(page.locator("main")).to_contain_text("Training #2")
+
+    page.goto(f"{server.url}/jobs/{search}")
+    expect(page.locator("h1")).to_contain_text("Search #1")
+    expect(page.locator('.sub [aria-current="page"]')).to_have_text("Overview")
+
+    page.goto(f"{server.url}/projects/{pid}")
+    expect(page.locator("#jobs")).to_contain_text("Training #2")
+    expect(page.locator("#jobs")).to_contain_text("Training #1")
+    expect(page.locator("#jobs")).to_contain_text("Search #1")
+    expect(page.locator("main > div > p.muted").first).to_contain_text("Latest model v1")
+    page.goto(f"{server.url}/projects/{pid}/train")
+    expect(page.locator("table")).to_contain_text("Training #2")
+    expect(page.locator("table")).to_contain_text("model v1")
+    page.goto(f"{server.url}/projects/{pid}/models")
+    expect(page.locator("#models")).to_contain_text("v1")
+
+    job = api.get(f"/api/v1/jobs/{training}").json()
+    assert (job["number"], job["title"]) == (2, "Training #2")
+    assert api.get(f"/api/v1/models/{model_id}").json()["version"] == 1

@@ -214,7 +214,7 @@ def test_models_page_deploys_and_rolls_back(client, settings, csrf, bears):
     assert taken.status_code == 400 and "taken" in taken.text
     rolled = client.post("/deployments/my-bears", data={
         "csrf_token": csrf, "model_id": first, "public": "false"})
-    assert f"my-bears now serves model #{first} (private)" in rolled.text
+    assert "my-bears now serves model v1 (private)" in rolled.text  # the project's first
     tidied = client.post(f"/projects/{bears}/deploy", data={
         "csrf_token": csrf, "model_id": first, "slug": "  Big-Bears "})
     assert "deployed as big-bears" in tidied.text

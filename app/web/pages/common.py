@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
 from app.models import ModelVersion, Project, UserSession
-from app.services import auth, deployments, projects
+from app.services import auth, deployments, jobs, projects
 from app.services.errors import (
     ConflictError,
     InvalidInputError,
@@ -125,9 +125,12 @@ def signed_in_context(user_session: UserSession, **context) -> dict:
 
 def project_context(session: Session, user_session: UserSession, project: Project,
                     section: str, **context) -> dict:
-    return signed_in_context(user_session, project=project, section=section,
-                             counts=projects.image_counts(session=session, project=project),
-                             **context)
+    return signed_in_context(
+        user_session, project=project, section=section,
+        counts=projects.image_counts(session=session, project=project),
+        job_titles=jobs.job_titles(session=session, project_id=project.id),  # "Training #2"
+        versions=deployments.model_versions(session=session, project_id=project.id),  # v3
+        **context)
 
 
 # --- dependencies ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def demo_page(request: Request, slug: str, session: SessionDep, storage: Storage
                                           deployment=deployment,
                                           per_label=settings.demo_examples)
     return render(request, "demo.html", deployment=deployment, model=model,
+                  version=deployments.model_version(model),
                   metrics=model.metrics or {}, embed=embed, base=str(request.base_url),
                   examples=[(i, image.label.name if image.label else "")
                             for i, image in enumerate(examples)],

@@ -89,5 +89,5 @@ def deployment_update(slug: str, form: CsrfFormDep, session: SessionDep,
                                   public={"true": True, "false": False}.get(public))
     session.commit()
     return redirect(f"/projects/{deployment.project_id}/models",
-                    notice=f"{slug} now serves model #{deployment.model_id}"
+                    notice=f"{slug} now serves model v{deployments.model_version(deployment.model)}"
                     f" ({'public' if deployment.public else 'private'})")

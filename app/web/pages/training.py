@@ -66,8 +66,9 @@ def job_page(request: Request, job_id: int, session: SessionDep, user_session: S
                        stale_seconds=settings.job_stale_seconds)
     session.commit()
     project = session.get(Project, job.project_id)
+    section = "train" if job.kind in ("training", "lr_find") else "overview"  # its tab
     return render(request, "job.html", **project_context(
-        session, user_session, project, "train", job=job, view=jobs.job_view(job)))
+        session, user_session, project, section, job=job, view=jobs.job_view(job)))
 
 
 @router.post("/models/{model_id}/retrain")
