@@ -50,9 +50,21 @@ class ProjectIn(Strict):
     labels: list[str] = Field(default_factory=list, max_length=100)
 
 
+class ProjectPatch(Strict):
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+
+
 class LabelIn(Strict):
     name: str = Field(min_length=1, max_length=MAX_NAME)
     query: str | None = Field(default=None, max_length=500)
+
+
+class LabelPatch(Strict):
+    """Fields to change. Renaming keeps the label's images; models trained before keep the
+    names they were trained with."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
+    query: str | None = Field(default=None, max_length=500, description="blank: the name")
 
 
 class ImagePatch(Strict):

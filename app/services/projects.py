@@ -1,9 +1,9 @@
 """Projects and their labels."""
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Deployment, Image, Label, Project, User
+from app.models import Deployment, Image, Label, Project, SearchResult, User
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.storage import Storage
 
@@ -42,6 +42,12 @@ def get_project(*, session: Session, owner: User, project_id: int) -> Project:
     return project
 
 
+def rename_project(*, session: Session, project: Project, name: str) -> Project:
+    project.name = clean_name(name, what="project name")
+    session.flush()
+    return project
+
+
 def delete_project(*, session: Session, storage: Storage, project: Project) -> None:
     """Delete a project, then (once that is committed) its stored files."""
     deployment_ids = session.scalars(
@@ -64,6 +70,58 @@ def add_label(*, session: Session, project: Project, name: str, query: str | Non
     project.labels.append(label)
     session.flush()
     return label
+
+
+def get_label(*, project: Project, label_id: int) -> Label:
+    """The project's label with this id, or NotFoundError."""
+    for label in project.labels:
+        if label.id == label_id:
+            return label
+    raise NotFoundError(f"label {label_id} not found in project {project.id}")
+
+
+def update_label(*, session: Session, project: Project, label: Label, name: str | None = None,
+                 query: str | None = None) -> Label:
+    """Rename a label and/or change its search query (blank: the name); an unchanged query
+    that was the old name follows the new name. Models trained before keep the names they
+    were trained with."""
+    old_name, old_query = label.name, label.query
+    if name is not None:
+        name = clean_name(name, what="label name")
+        if any(other.id != label.id and other.name.lower() == name.lower()
+               for other in project.labels):
+            raise ConflictError(f"label {name!r} exists already in this project")
+        label.name = name
+    query = " ".join(query.split()) if query is not None else old_query
+    if query == old_query == old_name:
+        query = label.name
+    label.query = (query or label.name)[:500]
+    session.flush()
+    return label
+
+
+def delete_label(*, session: Session, project: Project, label: Label) -> int:
+    """Delete a label. Its images stay in the project, unlabelled (so left out of training
+    until someone relabels them in the grid): nothing a person gathered is lost by a click.
+    Returns how many images lost the label."""
+    unlabelled = session.execute(
+        update(Image).where(Image.label_id == label.id).values(label_id=None)
+        .execution_options(synchronize_session=False)).rowcount
+    session.execute(update(SearchResult).where(SearchResult.label_id == label.id)
+                    .values(label_id=None).execution_options(synchronize_session=False))
+    project.labels.remove(label)  # delete-orphan: the row goes at flush
+    session.flush()
+    session.expire_all()
+    return unlabelled
+
+
+def label_image_totals(*, session: Session, project: Project) -> dict[int, int]:
+    """Images per label id, active and excluded."""
+    rows = session.execute(
+        select(Image.label_id, func.count(Image.id))
+        .where(Image.project_id == project.id, Image.label_id.is_not(None))
+        .group_by(Image.label_id))
+    return {label_id: count for label_id, count in rows}
 
 
 def find_label(*, project: Project, name: str) -> Label:

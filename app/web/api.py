@@ -11,7 +11,9 @@ from app.schemas import (
     ApiKeyIn,
     ImagePatch,
     LabelIn,
+    LabelPatch,
     ProjectIn,
+    ProjectPatch,
     SessionIn,
     UserIn,
 )
@@ -151,6 +153,13 @@ def get_project(project: ProjectDep, session: SessionDep):
     return project_out(session, project)
 
 
+@router.patch("/projects/{project_id}")
+def rename_project(body: ProjectPatch, project: ProjectDep, session: SessionDep):
+    projects.rename_project(session=session, project=project, name=body.name)
+    session.commit()
+    return project_out(session, project)
+
+
 @router.delete("/projects/{project_id}", status_code=204)
 def delete_project(project: ProjectDep, session: SessionDep, storage: StorageDep):
     projects.delete_project(session=session, storage=storage, project=project)
@@ -161,6 +170,25 @@ def add_label(body: LabelIn, project: ProjectDep, session: SessionDep):
     label = projects.add_label(session=session, project=project, name=body.name, query=body.query)
     session.commit()
     return label_out(label)
+
+
+@router.patch("/projects/{project_id}/labels/{label_id}")
+def update_label(label_id: int, body: LabelPatch, project: ProjectDep, session: SessionDep):
+    label = projects.get_label(project=project, label_id=label_id)
+    projects.update_label(session=session, project=project, label=label, name=body.name,
+                          query=body.query)
+    session.commit()
+    return label_out(label)
+
+
+@router.delete("/projects/{project_id}/labels/{label_id}")
+def delete_label(label_id: int, project: ProjectDep, session: SessionDep) -> dict:
+    """Delete a label; its images stay in the project, unlabelled (`unlabelled`: how many),
+    left out of training until relabelled."""
+    label = projects.get_label(project=project, label_id=label_id)
+    unlabelled = projects.delete_label(session=session, project=project, label=label)
+    session.commit()
+    return {"unlabelled": unlabelled}
 
 
 @router.post("/projects/{project_id}/images", status_code=201, openapi_extra=UPLOAD_BODY)

@@ -334,3 +334,87 @@ def test_trainings_and_models_are_numbered_per_project(page, server, api):
     job = api.get(f"/api/v1/jobs/{training}").json()
     assert (job["number"], job["title"]) == (2, "Training #2")
     assert api.get(f"/api/v1/models/{model_id}").json()["version"] == 1
+
+
+# --- 7. rename and delete projects and labels; examples that look like examples ---------------
+
+
+def jpeg(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def upload(api, project_id: int, label: str, colours) -> list[int]:
+    files = [("files", (f"{label}-{i}.jpg", jpeg(c), "image/jpeg")) for i, c in enumerate(colours)]
+    added = api.post(f"/api/v1/projects/{project_id}/images", data={"label": label},
+                     files=files)
+    assert added.status_code == 201, added.text
+    return [row["image_id"] for row in added.json()["added"]]
+
+
+def test_projects_and_labels_can_be_renamed_and_deleted(page, server, api):
+    page.goto(f"{server.url}/projects")
+    for field in ("#name", "#label-0", "#query-0"):
+        assert page.locator(field).get_attribute("placeholder").startswith("for example:")
+    expect(page.locator("#new-project")).to_contain_text("grey text is only an example")
+
+    project = new_project(api, "Bears to tidy")
+    pid = project["id"]
+    upload(api, pid, "teddy", [(200, 150, 90), (190, 140, 80)])
+    page.goto(f"{server.url}/projects/{pid}")
+    teddy = page.locator('.label-card[data-label="teddy"]')
+    teddy.locator("summary", has_text="Rename or delete").click()
+    teddy.locator("input[name=name]").fill("toy bear")
+    teddy.locator("button", has_text="Save").click()
+    expect(page.locator(".notice")).to_have_text("renamed “teddy” to “toy bear”")
+    toy = page.locator('.label-card[data-label="toy bear"]')
+    expect(toy.locator(".count")).to_have_text("2 images")
+    expect(page.locator("#q-" + str(project["labels"][2]["id"]))).to_have_value("toy bear")
+
+    black = page.locator('.label-card[data-label="black"]')
+    black.locator("summary", has_text="Rename or delete").click()
+    expect(black).to_contain_text("It has no images.")
+    black.locator("button", has_text="Delete the label").click()
+    expect(page.locator(".notice")).to_have_text("deleted the label “black”")
+    toy.locator("summary", has_text="Rename or delete").click()
+    expect(toy.locator(".delete-label")).to_contain_text(
+        "Its 2 images stay in the project without a label")
+    screenshot(page, "polish-07-delete-a-label")
+    toy.locator("button", has_text="Delete the label").click()
+    expect(page.locator(".notice")).to_have_text(
+        "deleted the label “toy bear”; its 2 images stay, unlabelled")
+    expect(page.locator(".label-card")).to_have_count(1)
+    page.goto(f"{server.url}/projects/{pid}/images?status=")
+    expect(page.locator(".tile .lbl")).to_have_text(["—", "—"])
+
+    page.goto(f"{server.url}/projects/{pid}")
+    page.fill("#project-name", "Grizzlies only")
+    page.click("#rename-project button")
+    expect(page.locator("h1")).to_have_text("Grizzlies only")
+    page.click("#delete-project summary")
+    page.fill("#confirm-delete", "Grizzlies")
+    page.click("#delete-project button")
+    expect(page.locator("main")).to_contain_text("type the project's name exactly")
+    page.go_back()
+    page.click("#delete-project summary")
+    page.fill("#confirm-delete", "Grizzlies only")
+    screenshot(page, "polish-07-delete-the-project")
+    page.click("#delete-project button")
+    expect(page.locator(".notice")).to_have_text("deleted the project “Grizzlies only”")
+    expect(page.locator(".projects")).not_to_contain_text("Grizzlies only")
+
+    other = new_project(api, "API renames")
+    grizzly, black_id = other["labels"][0]["id"], other["labels"][1]["id"]
+    url = f"/api/v1/projects/{other['id']}/labels"
+    assert api.patch(f"{url}/{grizzly}", json={"name": "BLACK"}).status_code == 409
+    assert api.patch(f"{url}/{grizzly}", json={"query": "ursus arctos"}).json()["query"] == (
+        "ursus arctos")
+    assert api.delete(f"{url}/{black_id}").json() == {"unlabelled": 0}
+    renamed = api.patch(f"/api/v1/projects/{other['id']}", json={"name": "Renamed"})
+    assert renamed.json()["name"] == "Renamed"
+    assert [label["name"] for label in renamed.json()["labels"]] == ["grizzly", "teddy"]

@@ -18,6 +18,7 @@ import pytest
 from fastapi import routing
 from starlette.routing import Mount
 
+from app.models import Label, Project
 from app.web.deps import SESSION_COOKIE
 from tests.security.conftest import OWNER, Party, World, dataset_zip, jpeg
 
@@ -64,6 +65,7 @@ PARAMS: dict[str, Callable[[World], object]] = {
     "slug": lambda w: w.ids["slug"],
     "user_id": lambda w: w.ids["user_id"],
     "key_id": lambda w: w.new_api_key(w.owner.user_id)[0],
+    "label_id": lambda w: _label(w),
     "name": lambda w: "model.json",
     "n": lambda w: 0,
     "path": lambda w: "kodiak.css",
@@ -72,11 +74,34 @@ QUERY = {
     ("GET", "/api/v1/projects/{project_id}/search-results"):
         lambda w: {"job_id": w.ids["search_job_id"]},
 }
+# Routes whose owner's call uses up its object: each call gets a fresh one of the owner's.
+ROUTE_PARAMS: dict[tuple[str, str], dict[str, Callable[[World], object]]] = {
+    ("POST", "/projects/{project_id}/delete"): {"project_id": lambda w: _project(w)},
+}
+DOOMED = "doomed"
 _serial = itertools.count()
 
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{next(_serial)}"
+
+
+def _label(w: World) -> int:
+    """A fresh label of the owner's project (deleting one spends it)."""
+    with w.session() as session:
+        label = Label(project_id=w.ids["project_id"], name=_unique("label"), query="q")
+        session.add(label)
+        session.flush()
+        return label.id
+
+
+def _project(w: World) -> int:
+    """A fresh, empty project of the owner's, to delete."""
+    with w.session() as session:
+        project = Project(owner_id=w.owner.user_id, name=DOOMED)
+        session.add(project)
+        session.flush()
+        return project.id
 
 
 def _image(field: str) -> dict:
@@ -105,6 +130,13 @@ BODIES: dict[tuple[str, str], Callable[[World], dict]] = {
     ("POST", "/api/v1/projects"): lambda w: {"json": {"name": "matrix"}},
     ("POST", "/projects"): lambda w: {"data": {"name": "matrix"}},
     ("POST", "/api/v1/projects/{project_id}/labels"): lambda w: {"json": {"name": _unique("l")}},
+    ("PATCH", "/api/v1/projects/{project_id}"): lambda w: {"json": {"name": "Pets"}},
+    ("POST", "/projects/{project_id}/rename"): lambda w: {"data": {"name": "Pets"}},
+    ("POST", "/projects/{project_id}/delete"): lambda w: {"data": {"confirm": DOOMED}},
+    ("PATCH", "/api/v1/projects/{project_id}/labels/{label_id}"): lambda w: {
+        "json": {"name": _unique("l")}},
+    ("POST", "/projects/{project_id}/labels/{label_id}"): lambda w: {
+        "data": {"name": _unique("l")}},
     ("POST", "/projects/{project_id}/labels"): lambda w: {"data": {"name": _unique("l")}},
     ("POST", "/api/v1/projects/{project_id}/images"): lambda w: {**_image("files"),
                                                                  "data": {"label": "cat"}},
@@ -177,7 +209,8 @@ def parties(world: World) -> list[Party]:
 
 def call(world: World, party: Party, method: str, path: str, *, slug: str | None = None):
     """The party's request to the route, its path parameters the owner's objects."""
-    values = {name: PARAMS[name](world) for name in re.findall(r"{(\w+)}", path)}
+    params = {**PARAMS, **ROUTE_PARAMS.get((method, path), {})}
+    values = {name: params[name](world) for name in re.findall(r"{(\w+)}", path)}
     if slug is not None:
         values["slug"] = slug
     url = path.format(**values)
