@@ -129,6 +129,9 @@ class Image(Base):
     licence: Mapped[str | None] = mapped_column(String(100), default=None)
     duplicate_group: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When a person last decided about this image in the review queue ("Keep", or a fix
+    # there): the queue leaves it out from then on.
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     label: Mapped[Label | None] = relationship()
 

@@ -67,15 +67,21 @@ class LabelPatch(Strict):
     query: str | None = Field(default=None, max_length=500, description="blank: the name")
 
 
+REVIEWED = ("true: a person reviewed the image (the review queue leaves it out from then "
+            "on); false: undo that")
+
+
 class ImagePatch(Strict):
     label: str | None = None
     status: ImageStatus | None = None
+    reviewed: bool | None = Field(default=None, description=REVIEWED)
 
 
 class BulkIn(Strict):
     image_ids: list[int] = Field(min_length=1, max_length=MAX_BULK)
     label: str | None = Field(default=None, max_length=MAX_NAME)
     status: ImageStatus | None = None
+    reviewed: bool | None = Field(default=None, description=REVIEWED)
 
 
 class SearchIn(Strict):

@@ -38,12 +38,15 @@ export async function undo(projectId) {
   for (const batch of last.batches) {
     const body = { image_ids: batch.image_ids, status: batch.status };
     if (batch.label != null) body.label = batch.label;
+    if (batch.reviewed != null) body.reviewed = batch.reviewed;
     await apply(projectId, body, { record: false });
   }
   toast(`Undone: ${last.batches.reduce((n, b) => n + b.image_ids.length, 0)} images restored.`);
 }
 
 export function describe(body, count) {
-  const what = body.label ? `relabelled as ${body.label}` : body.status === "excluded" ? "excluded" : "restored";
+  const what = body.label ? `relabelled as ${body.label}`
+    : body.status === "excluded" ? "excluded"
+      : body.status === "active" ? "restored" : "kept as labelled";
   return `${count} image${count === 1 ? "" : "s"} ${what}.`;
 }

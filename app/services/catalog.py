@@ -4,7 +4,7 @@ relabel or exclusion, near-duplicate groups."""
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Image, Project, User
+from app.models import Image, Project, User, utcnow
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import find_label
 
@@ -78,14 +78,18 @@ def get_owned_image(*, session: Session, owner: User, image_id: int) -> Image:
 
 
 def update_image(
-    *, session: Session, project: Project, image: Image, label: str | None, status: str | None
+    *, session: Session, project: Project, image: Image, label: str | None, status: str | None,
+    reviewed: bool | None = None,
 ) -> Image:
-    """Relabel or exclude/restore an image."""
+    """Relabel or exclude/restore an image; mark it reviewed (the review queue leaves it out)
+    or not."""
     if label is not None:
         image.label_id = find_label(project=project, name=label).id
     if status is not None:
         if status not in IMAGE_STATUSES:
             raise InvalidInputError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
         image.status = status
+    if reviewed is not None:
+        image.reviewed_at = (image.reviewed_at or utcnow()) if reviewed else None
     session.flush()
     return image

@@ -7,7 +7,15 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Image, ImagePrediction, Label, ModelVersion, Project, SearchResult
+from app.models import (
+    Image,
+    ImagePrediction,
+    Label,
+    ModelVersion,
+    Project,
+    SearchResult,
+    utcnow,
+)
 from app.services.catalog import IMAGE_STATUSES
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import find_label
@@ -24,14 +32,16 @@ def bulk_update(
     image_ids: list[int],
     label: str | None = None,
     status: str | None = None,
+    reviewed: bool | None = None,
 ) -> dict:
-    """Relabel and/or exclude many images; the answer says how to undo it.
+    """Relabel and/or exclude many images, and/or mark them reviewed (the review queue
+    leaves them out) or not; the answer says how to undo it.
 
     `undo` holds batches in the same shape as this call's input: replaying each through
     `bulk_update` puts every changed image back as it was.
     """
-    if label is None and status is None:
-        raise InvalidInputError("give a `label` or a `status` to apply")
+    if label is None and status is None and reviewed is None:
+        raise InvalidInputError("give a `label`, a `status` or `reviewed` to apply")
     if status is not None and status not in IMAGE_STATUSES:
         raise InvalidInputError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
     if not image_ids:
@@ -47,19 +57,26 @@ def bulk_update(
     if missing:
         raise NotFoundError(f"images not in this project: {', '.join(map(str, sorted(missing)))}")
     names = {row.id: row.name for row in project.labels}
-    before: dict[tuple[str | None, str], list[int]] = {}
+    before: dict[tuple[str | None, str, bool], list[int]] = {}
     changed = []
+    now = utcnow()
     for image in sorted(images, key=lambda i: i.id):
         new_label = label_row.id if label_row else image.label_id
         new_status = status or image.status
-        if (new_label, new_status) == (image.label_id, image.status):
+        was_reviewed = image.reviewed_at is not None
+        new_reviewed = was_reviewed if reviewed is None else reviewed
+        if (new_label, new_status, new_reviewed) == (image.label_id, image.status, was_reviewed):
             continue
-        before.setdefault((names.get(image.label_id), image.status), []).append(image.id)
+        before.setdefault((names.get(image.label_id), image.status, was_reviewed),
+                          []).append(image.id)
         image.label_id, image.status = new_label, new_status
+        if new_reviewed != was_reviewed:
+            image.reviewed_at = now if new_reviewed else None
         changed.append(image.id)
     session.flush()
-    batches = [{"image_ids": ids, "label": old_label, "status": old_status}
-               for (old_label, old_status), ids in before.items()]
+    batches = [{"image_ids": ids, "label": old_label, "status": old_status,
+                "reviewed": old_reviewed}
+               for (old_label, old_status, old_reviewed), ids in before.items()]
     return {"changed": changed, "undo": {"batches": batches}}
 
 
@@ -83,16 +100,18 @@ class ReviewItem:
 
 def review_queue(
     *, session: Session, project: Project, model: ModelVersion | None = None,
-    limit: int = 60, offset: int = 0,
+    limit: int = 60, offset: int = 0, reviewed: bool = False,
 ) -> tuple[ModelVersion | None, list[ReviewItem], int]:
-    """Active images ranked by the model's out-of-sample loss, most suspicious first."""
+    """Active images ranked by the model's out-of-sample loss, most suspicious first: those
+    not reviewed yet, or (`reviewed`) only those a person already reviewed."""
     model = model or latest_model(session=session, project=project)
     if model is None:
         return None, [], 0
+    seen = Image.reviewed_at.is_not(None) if reviewed else Image.reviewed_at.is_(None)
     query = (select(ImagePrediction, Image)
              .join(Image, Image.id == ImagePrediction.image_id)
              .where(ImagePrediction.model_id == model.id, Image.status == "active",
-                    Image.project_id == project.id))
+                    Image.project_id == project.id, seen))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(
         query.order_by(ImagePrediction.loss.desc(), Image.id).limit(limit).offset(offset)

@@ -71,6 +71,7 @@ def image_out(image: Image) -> dict:
         "provider": image.provider,
         "query": image.query,
         "created_at": image.created_at.isoformat(),
+        "reviewed_at": image.reviewed_at.isoformat() if image.reviewed_at else None,
         "file_url": f"/api/v1/images/{image.id}/file",
     }
 
@@ -241,7 +242,8 @@ def _owned_image(session, user: User, image_id: int) -> tuple[Image, Project]:
 def update_image(image_id: int, body: ImagePatch, session: SessionDep, user: UserDep):
     image, project = _owned_image(session, user, image_id)
     catalog.update_image(
-        session=session, project=project, image=image, label=body.label, status=body.status
+        session=session, project=project, image=image, label=body.label, status=body.status,
+        reviewed=body.reviewed,
     )
     session.commit()
     return image_out(image)

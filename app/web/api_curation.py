@@ -19,21 +19,27 @@ router = APIRouter(prefix="/api/v1")
 @router.post("/projects/{project_id}/images/bulk")
 def bulk_update(body: BulkIn, project: ProjectDep, session: SessionDep):
     result = curation.bulk_update(session=session, project=project, image_ids=body.image_ids,
-                                  label=body.label, status=body.status)
+                                  label=body.label, status=body.status, reviewed=body.reviewed)
     session.commit()
     return result
 
 
 @router.get("/projects/{project_id}/review")
-def review(project: ProjectDep, session: SessionDep, limit: int = 60, offset: int = 0):
+def review(project: ProjectDep, session: SessionDep, limit: int = 60, offset: int = 0,
+           reviewed: bool = False):
+    """Images by out-of-sample loss: those not reviewed yet, or (`reviewed=true`) those a
+    person already reviewed."""
     model, items, total = curation.review_queue(
-        session=session, project=project, limit=max(1, min(limit, 500)), offset=max(0, offset))
+        session=session, project=project, limit=max(1, min(limit, 500)), offset=max(0, offset),
+        reviewed=reviewed)
     return {
         "model_id": model.id if model else None, "total": total,
         "items": [{"image_id": i.image.id, "label": i.current_label,
                    "given_label": i.prediction.given_label,
                    "predicted_label": i.prediction.predicted_label,
                    "confidence": i.prediction.confidence, "loss": i.prediction.loss,
+                   "reviewed_at": (i.image.reviewed_at.isoformat() if i.image.reviewed_at
+                                   else None),
                    "thumb_url": f"/api/v1/images/{i.image.id}/thumb?size=240"} for i in items],
     }
 

@@ -418,3 +418,56 @@ def test_projects_and_labels_can_be_renamed_and_deleted(page, server, api):
     renamed = api.patch(f"/api/v1/projects/{other['id']}", json={"name": "Renamed"})
     assert renamed.json()["name"] == "Renamed"
     assert [label["name"] for label in renamed.json()["labels"]] == ["grizzly", "teddy"]
+
+
+# --- 8. the review queue remembers "Keep" -----------------------------------------------------
+
+
+def add_predictions(server, model_id: int, image_ids: list[int], given: str,
+                    predicted: str) -> None:
+    from app.models import ImagePrediction
+
+    with session_scope(factory(server)) as session:
+        for rank, image_id in enumerate(image_ids):
+            session.add(ImagePrediction(
+                model_id=model_id, image_id=image_id, given_label=given,
+                predicted_label=predicted, confidence=0.9 - rank / 10, loss=3.0 - rank,
+                probabilities={given: 0.1, predicted: 0.9 - rank / 10}))
+
+
+def test_kept_images_stay_kept_after_a_reload(page, server, api):
+    project = new_project(api, "Review memory", labels=("grizzly", "black"))
+    pid = project["id"]
+    ids = upload(api, pid, "grizzly", [(120, 80, 40), (110, 70, 30), (100, 60, 20)])
+    model_id = add_model(server, pid, labels=("grizzly", "black"))
+    add_predictions(server, model_id, ids, given="grizzly", predicted="black")
+
+    page.goto(f"{server.url}/projects/{pid}/review")
+    cards = page.locator("#review .review-card")
+    expect(cards).to_have_count(3)
+    expect(page.locator("#review-note")).to_contain_text("3 images to review")
+    worst = int(cards.first.get_attribute("data-id"))
+    cards.first.locator("[data-keep]").click()
+    expect(page.locator("#toast")).to_contain_text("1 image kept as labelled.")
+    expect(cards.first).to_have_class(re.compile("kept"))
+    page.reload()
+    expect(cards).to_have_count(2)
+    expect(page.locator(f'#review [data-id="{worst}"]')).to_have_count(0)
+    expect(page.locator("#review-note")).to_contain_text("2 images to review")
+    page.click("text=Show the 1 image you already reviewed")
+    expect(cards).to_have_count(1)
+    expect(cards.first.locator(".badge.reviewed")).to_contain_text("reviewed")
+    screenshot(page, "polish-08-reviewed")
+    rows = api.get(f"/api/v1/projects/{pid}/images").json()["images"]
+    reviewed = {row["id"]: row["reviewed_at"] for row in rows}
+    assert reviewed[worst] is not None and sum(v is not None for v in reviewed.values()) == 1
+    queue = api.get(f"/api/v1/projects/{pid}/review").json()
+    assert worst not in [item["image_id"] for item in queue["items"]]
+
+    page.goto(f"{server.url}/projects/{pid}/review")  # a fix marks the image reviewed too
+    cards.first.locator('[data-bulk-label="black"]').click()
+    expect(page.locator("#toast")).to_contain_text("relabelled as black")
+    page.keyboard.press("z")  # undo: relabelled back, and back in the queue
+    expect(page.locator("#toast")).to_contain_text("Undone")
+    page.reload()
+    expect(cards).to_have_count(2)

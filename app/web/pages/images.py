@@ -95,14 +95,19 @@ def image_grid(request: Request, project: PageProjectDep, session: SessionDep,
 
 @router.get("/projects/{project_id}/review", response_class=HTMLResponse)
 def review_page(request: Request, project: PageProjectDep, session: SessionDep,
-                user_session: SignedInDep, page: int = 1):
+                user_session: SignedInDep, page: int = 1, reviewed: bool = False):
+    """The images to review, or (`reviewed`) those a person already kept or fixed here."""
     page = max(1, page)
     model, items, total = curation.review_queue(session=session, project=project,
                                                 limit=REVIEW_PAGE,
-                                                offset=(page - 1) * REVIEW_PAGE)
+                                                offset=(page - 1) * REVIEW_PAGE,
+                                                reviewed=reviewed)
+    _, _, others = curation.review_queue(session=session, project=project, model=model,
+                                         limit=0, reviewed=not reviewed)
     return render(request, "review.html", **project_context(
         session, user_session, project, "review", model=model, items=items, total=total,
-        page=page, pages=max(1, math.ceil(total / REVIEW_PAGE))))
+        page=page, pages=max(1, math.ceil(total / REVIEW_PAGE)), reviewed=reviewed,
+        others=others))
 
 
 @router.get("/projects/{project_id}/duplicates", response_class=HTMLResponse)
