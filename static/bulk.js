@@ -41,7 +41,8 @@ export async function undo(projectId) {
     if (batch.reviewed != null) body.reviewed = batch.reviewed;
     await apply(projectId, body, { record: false });
   }
-  toast(`Undone: ${last.batches.reduce((n, b) => n + b.image_ids.length, 0)} images restored.`);
+  const n = last.batches.reduce((sum, b) => sum + b.image_ids.length, 0);
+  toast(`Undone: ${n} image${n === 1 ? "" : "s"} restored.`);
 }
 
 export function describe(body, count) {

@@ -64,6 +64,15 @@ def create_deployment(
     return deployment
 
 
+def suggest_slug(*, session: Session, name: str) -> str:
+    """A free slug made from a project's name ("Bears!" -> "bears", then "bears-2")."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:56] or "model"
+    base = base if len(base) >= 2 else f"{base}-model"
+    taken = set(session.scalars(select(Deployment.slug).where(Deployment.slug.startswith(base))))
+    return next(slug for n in range(1, len(taken) + 2)
+                if (slug := base if n == 1 else f"{base}-{n}") not in taken)
+
+
 def check_slug(slug: str) -> None:
     """InvalidInputError, saying the rule, unless the slug follows SLUG_PATTERN."""
     if re.fullmatch(SLUG_PATTERN, slug) is None:

@@ -471,3 +471,42 @@ def test_kept_images_stay_kept_after_a_reload(page, server, api):
     expect(page.locator("#toast")).to_contain_text("Undone")
     page.reload()
     expect(cards).to_have_count(2)
+
+
+# --- 9. the small things ----------------------------------------------------------------------
+
+
+def test_plurals_deploy_from_a_model_demo_title_and_favicon(page, server, api):
+    project = new_project(api, "Bears & Friends", labels=("grizzly", "black"))
+    pid = project["id"]
+    upload(api, pid, "grizzly", [(90, 60, 30)])
+    page.goto(f"{server.url}/projects/{pid}")
+    expect(page.locator('.label-card[data-label="grizzly"] .count')).to_have_text("1 image")
+    expect(page.locator('.label-card[data-label="black"] .count')).to_have_text("0 images")
+    expect(page.locator("#project > p.muted").first).to_contain_text(
+        "1 active image in 2 labels.")
+    icon = page.locator('link[rel="icon"]').get_attribute("href")
+    answer = api.get(icon)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/svg+xml"
+
+    add_model(server, pid, labels=("grizzly", "black"))
+    second = add_model(server, pid, labels=("grizzly", "black"))
+    page.goto(f"{server.url}/models/{second}")
+    page.click("text=Deploy this version…")
+    chosen = page.locator("#models tr.chosen")
+    expect(chosen).to_have_count(1)
+    expect(chosen).to_contain_text("v2")
+    slug = page.locator(f"#slug-{second}")
+    expect(slug).to_have_value("bears-friends")
+    expect(slug).to_be_focused()
+    help_text = page.locator("#deploy-help")
+    expect(help_text).to_contain_text("/demo/<slug>")
+    expect(help_text).to_contain_text("anyone with the address can use both, without a key")
+    screenshot(page, "polish-09-deploy-chosen")
+    chosen.locator('input[name="public"]').check()
+    chosen.locator("button", has_text="Deploy").click()
+    expect(page.locator(".notice")).to_have_text("deployed as bears-friends")
+    page.click('.deployment a[href="/demo/bears-friends"]')
+    expect(page.locator("h1")).to_have_text("Bears & Friends")
+    expect(page).to_have_title("Bears & Friends · Kodiak demo")
+    screenshot(page, "polish-09-demo-title")

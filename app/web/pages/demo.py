@@ -3,6 +3,7 @@
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from app.models import Project
 from app.services import deployments, predictions
 from app.services.errors import NotFoundError
 from app.web.deps import SessionDep, SettingsDep, StorageDep
@@ -23,10 +24,11 @@ def demo_page(request: Request, slug: str, session: SessionDep, storage: Storage
         return render(request, "error.html", code=404,
                       message=f"There is no demo called “{slug}” (or it is private).")
     model = deployment.model
+    project = session.get(Project, deployment.project_id)
     examples = predictions.example_images(session=session, storage=storage,
                                           deployment=deployment,
                                           per_label=settings.demo_examples)
-    return render(request, "demo.html", deployment=deployment, model=model,
+    return render(request, "demo.html", deployment=deployment, model=model, title=project.name,
                   version=deployments.model_version(model),
                   metrics=model.metrics or {}, embed=embed, base=str(request.base_url),
                   examples=[(i, image.label.name if image.label else "")

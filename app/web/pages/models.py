@@ -56,9 +56,11 @@ def model_page(request: Request, model: PageModelDep, session: SessionDep,
 
 @router.get("/projects/{project_id}/models", response_class=HTMLResponse)
 def models_page(request: Request, project: PageProjectDep, session: SessionDep,
-                user_session: SignedInDep, notice: str = ""):
+                user_session: SignedInDep, notice: str = "", deploy: int | None = None):
+    """The project's versions and deployments; `deploy`: the version to deploy, chosen."""
     return render(request, "models.html", **project_context(
-        session, user_session, project, "models", notice=notice,
+        session, user_session, project, "models", notice=notice, chosen=deploy,
+        suggested_slug=deployments.suggest_slug(session=session, name=project.name),
         models=deployments.list_models(session=session, project=project),
         deployments=deployments.list_deployments(session=session, project=project),
         base_url=str(request.base_url).rstrip("/"),
