@@ -9,7 +9,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
 from app.config import Settings, get_settings
@@ -126,6 +126,8 @@ class StoppedAnswer:
             raise
 
 
+DATABASE_BUSY = ("the database is busy or not answering, so this request did not finish; "
+                 "try again in a moment")
 STOPPED = ("the server restarted while this request ran, so it may not have finished: check, "
            "then send it again (an upload sent twice reports its images as duplicates)")
 
@@ -158,6 +160,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(OverflowError, out_of_range)
     app.add_exception_handler(DataError, out_of_range)
+
+    async def database_busy(request: Request, exc: OperationalError) -> Response:
+        # SQLite's write lock held past the busy timeout, or a database that does not answer
+        log.error("database on %s: %s", request.url.path, exc.orig)
+        return _answer(request, 503, DATABASE_BUSY, {"Retry-After": "5"})
+
+    app.add_exception_handler(OperationalError, database_busy)
 
     async def store_problem(request: Request, exc: Exception) -> Response:
         # A missing stored file (410), or a store that failed (503): never a bare 500.

@@ -4,10 +4,11 @@ browser's forms an error page, never raw JSON."""
 
 import json
 import re
+import sqlite3
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app.cli import migrate
 from app.models import Image
@@ -116,6 +117,29 @@ def test_a_store_that_fails_half_way_through_an_upload(client, admin, project, d
     assert answer.status_code == 201 and len(answer.json()["added"]) == 4, answer.text
 
 
+def test_a_database_locked_past_the_busy_timeout_answers_503(client, admin, project):
+    """Another process holds SQLite's write lock longer than this one waits: 503 and a
+    reason, not a bare 500."""
+    engine = client.app.state.engine
+    event.listen(engine, "connect", lambda connection, _: connection.execute(
+        "PRAGMA busy_timeout=200"))
+    engine.dispose()  # new connections, with the short wait
+    holder = sqlite3.connect(engine.url.database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        answer = client.post(f"/api/v1/projects/{project}/labels", headers=admin,
+                             json={"name": "teddy"})
+        assert answer.status_code == 503, answer.text
+        assert "database is busy" in answer.json()["detail"]
+        assert answer.headers["retry-after"] == "5"
+    finally:
+        holder.rollback()
+        holder.close()
+    answer = client.post(f"/api/v1/projects/{project}/labels", headers=admin,
+                         json={"name": "teddy"})
+    assert answer.status_code == 201, answer.text
+
+
 @pytest.fixture
 def csrf(client) -> str:
     return sign_in(client)
@@ -144,6 +168,17 @@ def test_forms_answer_error_pages_never_json(client, project, csrf, data_dir):
                         data={**form, "model_id": "999", "slug": "x"}, headers=PAGE), 404, "999")
     is_page(client.post(f"/projects/{project}/deploy",
                         data={**form, "model_id": "x", "slug": "x"}, headers=PAGE), 400, "model_id")
+    # a dataset import that is not a zip; a retrain of a model that does not exist; a
+    # deployment that does not exist
+    answer = client.post(f"/projects/{project}/import", data=form, headers=PAGE,
+                         files={"file": ("data.zip", b"not a zip", "application/zip")},
+                         follow_redirects=False)
+    assert answer.status_code in (303, 400), answer.text  # a notice on the project page, or
+    if answer.status_code == 400:                        # an error page
+        is_page(answer, 400, "zip")
+    is_page(client.post("/models/999/retrain", data=form, headers=PAGE), 404, "999")
+    is_page(client.post("/deployments/nothing-here", data={**form, "public": "true"},
+                        headers=PAGE), 404, "nothing-here")
     # the store fails during an upload form
     storage = client.app.state.storage
     client.app.state.storage = FailingStorage(storage, lambda: False)
