@@ -40,10 +40,13 @@ test: install services system-packages lint
 	$(BIN)/pytest
 
 # The suite again with every test app's storage on an S3 server (moto, started on loopback
-# for the run). TESTS narrows it: make test-s3 TESTS="tests/test_storage.py tests/web"
+# for the run). The integration and browser tests start their own processes with their own
+# stores (the scale-out test runs on S3 in `make test` already), so they run once, there.
+# TESTS narrows it: make test-s3 TESTS="tests/test_storage.py tests/web"
 TESTS ?=
+S3_MARKS ?= not integration and not browser
 test-s3: install services system-packages
-	KODIAK_TEST_STORAGE=s3 $(BIN)/pytest $(TESTS)
+	KODIAK_TEST_STORAGE=s3 $(BIN)/pytest -m "$(S3_MARKS)" $(TESTS)
 
 bench: install
 	$(BIN)/python bench/train.py

@@ -149,3 +149,13 @@ def other_user(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
     )
     assert created.status_code == 201, created.text
     return api_key(client, "other@example.com", "other-password")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests under tests/browser and tests/integration carry their folder's mark, so
+    `-m "not integration and not browser"` (make test-s3) selects by folder."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for mark in ("browser", "integration"):
+            if mark in parts:
+                item.add_marker(getattr(pytest.mark, mark))
