@@ -302,7 +302,12 @@ def test_every_form_checks_its_csrf_token(client, settings, csrf, bears):
              "/projects/{project_id}/train": f"/projects/{bears}/train",
              "/models/{model_id}/retrain": f"/models/{model_id}/retrain",
              "/projects/{project_id}/deploy": f"/projects/{bears}/deploy",
-             "/deployments/{slug}": "/deployments/csrf-bears"}
+             "/deployments/{slug}": "/deployments/csrf-bears",
+             "/projects/{project_id}/rename": f"/projects/{bears}/rename",
+             "/projects/{project_id}/delete": f"/projects/{bears}/delete",
+             "/projects/{project_id}/labels/{label_id}": f"/projects/{bears}/labels/1",
+             "/projects/{project_id}/labels/{label_id}/delete":
+                 f"/projects/{bears}/labels/1/delete"}
     posted = {route.path for module in (pages.auth, pages.projects, pages.images,
                                         pages.training, pages.models, pages.demo)
               for route in module.router.routes if "POST" in route.methods}
