@@ -89,11 +89,21 @@ def storage_copy(settings: Settings, source_url: str, target_url: str) -> None:
           f"{skipped} already there with the same size", flush=True)
 
 
+def _stop_with_parent() -> None:
+    """In a child of `kodiak run`: get SIGTERM when `kodiak run` dies, even by SIGKILL, so
+    its workers never outlive it (Linux; elsewhere the finally below is all there is)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def run(settings: Settings) -> None:
     """Migrate, start a train worker and a gather worker, then serve the web app."""
     migrate(settings)
     children = [
-        subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", queues])
+        subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", queues],
+                         preexec_fn=_stop_with_parent)
         for queues in ("train", "gather")
     ]
     print(f"Kodiak is running at http://{settings.host}:{settings.port}/ "
