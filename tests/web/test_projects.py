@@ -55,3 +55,39 @@ def test_delete_project_removes_its_files(client, admin, settings, data_dir):
     assert client.delete(f"/api/v1/projects/{pid}", headers=admin).status_code == 204
     assert not list(storage.list_keys(f"images/{pid}"))
     assert not list(storage.list_keys(f"thumbs/images/{pid}"))
+
+
+def test_rename_a_project_and_rename_or_delete_its_labels(client, admin, data_dir):
+    project = client.post("/api/v1/projects", json={"name": "Bears", "labels": [
+        "grizzly", "black", "teddy"]}, headers=admin).json()
+    pid = project["id"]
+    grizzly, black, teddy = (label["id"] for label in project["labels"])
+    photo = sorted((data_dir / "bears" / "teddy").glob("*.jpg"))[0].read_bytes()
+    added = client.post(f"/api/v1/projects/{pid}/images", data={"label": "teddy"},
+                        files=[("files", ("t.jpg", photo))], headers=admin)
+    assert added.status_code == 201, added.text
+    image_id = added.json()["added"][0]["image_id"]
+
+    renamed = client.patch(f"/api/v1/projects/{pid}", json={"name": "  Ursidae "},
+                           headers=admin)
+    assert renamed.json()["name"] == "Ursidae"
+    assert client.patch(f"/api/v1/projects/{pid}", json={"name": " "},
+                        headers=admin).status_code == 422
+    labels = f"/api/v1/projects/{pid}/labels"
+    toy = client.patch(f"{labels}/{teddy}", json={"name": "toy"}, headers=admin).json()
+    assert toy == {"id": teddy, "name": "toy", "query": "toy"}  # a default query follows
+    assert client.patch(f"{labels}/{grizzly}", json={"query": "grizzly bear"},
+                        headers=admin).json()["query"] == "grizzly bear"
+    assert client.patch(f"{labels}/{grizzly}", json={"name": "Grizzly bear"},
+                        headers=admin).json()["query"] == "grizzly bear"  # its own: kept
+    assert client.patch(f"{labels}/{black}", json={"name": "TOY"},
+                        headers=admin).status_code == 409
+    assert client.patch(f"{labels}/999999", json={"name": "x"}, headers=admin).status_code == 404
+
+    assert client.delete(f"{labels}/{teddy}", headers=admin).json() == {"unlabelled": 1}
+    image = client.get(f"/api/v1/projects/{pid}/images", headers=admin).json()["images"][0]
+    assert (image["id"], image["label"], image["status"]) == (image_id, None, "active")
+    names = [label["name"] for label in client.get(f"/api/v1/projects/{pid}",
+                                                   headers=admin).json()["labels"]]
+    assert names == ["Grizzly bear", "black"]
+    assert client.delete(f"{labels}/{teddy}", headers=admin).status_code == 404
