@@ -35,25 +35,12 @@ import httpx
 import numpy as np
 from common import REPO, RESULTS, bear_labels, bear_photos
 
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.integration.conftest import base_env, free_port, wait_healthy
+
 WEIGHTS = {"predict": 45, "list": 20, "relabel": 20, "upload": 15}
+ERRORS: list[str] = []  # the text of every 5xx and client-side transport error
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def env_for(home: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("KODIAK_") and k not in ("DATABASE_URL", "BROKER_URL")}
-    env.update(KODIAK_HOME=str(home), KODIAK_PORT=str(port),
-               KODIAK_ADMIN_PASSWORD="load-password-1", KODIAK_PREDICT_RATE_PER_S_KEY="0",
-               KODIAK_PREDICT_RATE_PER_S_IP="0", PYTHONUNBUFFERED="1", **extra)
-    return env
 
 
 @contextmanager
@@ -135,23 +122,11 @@ class Sampler(threading.Thread):
                     self.peaks[name] = max(self.peaks.get(name, 0.0), rss_mb(pid))
 
 
-def wait_healthy(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} did not answer in {timeout} s")
-
-
 def prepare(url: str) -> dict:
     """Sign in, upload 20 photos per bear label, train (head only), deploy publicly."""
     with httpx.Client(base_url=url, timeout=300) as http:
         login = http.post("/api/v1/session",
-                          json={"email": "admin@example.com", "password": "load-password-1"})
+                          json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
         key = http.post("/api/v1/api-keys", headers={"X-CSRF-Token": login.json()["csrf_token"]})
         http.cookies.clear()
         auth = {"Authorization": f"Bearer {key.json()['key']}"}
@@ -205,10 +180,12 @@ async def client_loop(http: httpx.AsyncClient, ctx: dict, deadline: float, photo
                                          files=[("files", (name, data, "image/jpeg"))],
                                          headers=auth)
             status, body = answer.status_code, answer.text
-        except httpx.HTTPError as exc:
-            status, body = 0, repr(exc)
+        except httpx.HTTPError as exc:  # a transport error on the client side: kept with its text
+            status, body = 0, f"{type(exc).__name__}: {exc}"
         records.append((op, status, time.perf_counter() - started,
                         "database is locked" in body))
+        if status == 0 or status >= 500:
+            ERRORS.append(f"{op} {status}: {body[:200]}")
 
 
 async def load(url: str, ctx: dict, *, clients: int, seconds: float) -> list:
@@ -227,6 +204,8 @@ def summarise(records: list, seconds: float) -> dict:
                "server_errors": sum(1 for _, s, _, _ in records if s >= 500 or s == 0),
                "database_locked": sum(1 for *_, locked in records if locked),
                "statuses": {}, "operations": {}}
+    summary["errors"] = ERRORS[:20]
+    ERRORS.clear()
     for _, status, _, _ in records:
         summary["statuses"][str(status)] = summary["statuses"].get(str(status), 0) + 1
     for op in WEIGHTS:
@@ -254,7 +233,8 @@ def run_setup(name: str, *, clients: int, seconds: float) -> dict:
         redis.Redis.from_url("redis://127.0.0.1:6379/9").flushdb()
         extra = {"DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
                  "BROKER_URL": "redis://127.0.0.1:6379/9"}
-    env = env_for(home, port, **extra)
+    env = base_env(home, port, KODIAK_PREDICT_RATE_PER_S_KEY="0",
+                   KODIAK_PREDICT_RATE_PER_S_IP="0", **extra)
     if name == "sqlite":
         commands = [["run"]]
     else:
@@ -263,7 +243,7 @@ def run_setup(name: str, *, clients: int, seconds: float) -> dict:
         commands = [["web"], ["worker", "--queues", "train"], ["worker", "--queues", "gather"]]
     try:
         with processes(commands, env, home) as procs:
-            wait_healthy(url)
+            wait_healthy(url, procs[0], home / "proc-0.log", timeout=180)  # run or web
             ctx = prepare(url)
             sampler = Sampler([proc.pid for proc in procs])
             sampler.start()

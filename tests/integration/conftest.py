@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.conftest import REPO
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, REPO
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/{db}"
@@ -32,8 +32,8 @@ def base_env(home: Path, port: int, **extra: str) -> dict[str, str]:
     env.update({
         "KODIAK_HOME": str(home),
         "KODIAK_PORT": str(port),
-        "KODIAK_ADMIN_EMAIL": "admin@example.com",
-        "KODIAK_ADMIN_PASSWORD": "admin-password-1",
+        "KODIAK_ADMIN_EMAIL": ADMIN_EMAIL,
+        "KODIAK_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)
@@ -41,20 +41,21 @@ def base_env(home: Path, port: int, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running(args: list[str], env: dict[str, str], log: Path):
-    """A `kodiak` subprocess, stopped (and its log kept) at the end."""
+def running(args: list[str], env: dict[str, str], log: Path, *, module: str = "app.cli"):
+    """`python -m module *args` (`kodiak` by default), stopped (SIGTERM, then SIGKILL) at the
+    end; its output goes to `log`."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=REPO,
                                 stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
         try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
@@ -87,15 +88,25 @@ def postgres_url():
         admin.close()
 
 
-@pytest.fixture
-def redis_url(request):
-    """A Redis database emptied before use: the module's REDIS_DB (11 by default), so test
-    modules that run workers never share a queue."""
-    url = REDIS_URL.format(db=getattr(request.module, "REDIS_DB", 11))
+@contextmanager
+def empty_redis(url: str):
+    """A client of the Redis database at `url`, emptied before and after use."""
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()
     except redis.ConnectionError as exc:
         pytest.fail(f"Redis is not answering on 127.0.0.1:6379 ({exc}); run `make services`")
-    yield url
-    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def redis_url(request):
+    """A Redis database emptied before use: the module's REDIS_DB (11 by default), so test
+    modules that run workers never share a queue."""
+    url = REDIS_URL.format(db=getattr(request.module, "REDIS_DB", 11))
+    with empty_redis(url):
+        yield url

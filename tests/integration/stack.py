@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -15,27 +14,15 @@ from app.db import make_engine, make_session_factory
 from app.services import maintenance
 from app.storage import open_storage
 from tests.conftest import REPO
+from tests.integration.conftest import running
 from tests.integration.test_bear_flow import sign_in
 
 FAULTY = "tests.integration.faulty"
 
 
-@contextmanager
 def process(args: list[str], env: dict[str, str], log: Path, *, module: str = FAULTY):
     """`python -m module *args` (the faulty launcher by default), stopped at the end."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return running(args, env, log, module=module)
 
 
 def wait_ready(*logs: Path, timeout: float = 60) -> None:

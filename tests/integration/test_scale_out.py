@@ -9,9 +9,8 @@ switch made through the other at once, and the per-key rate limit holds across b
 
 import json
 import subprocess
-import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -20,10 +19,11 @@ import redis
 
 from app.config import Settings
 from app.storage import open_storage
-from tests.conftest import REPO, s3_settings
+from tests.conftest import s3_settings
 from tests.gather import cases
 from tests.gather.loopback import serving
-from tests.integration.conftest import base_env, free_port, wait_healthy
+from tests.integration.conftest import base_env, free_port, running, wait_healthy
+from tests.integration.stack import migrate
 from tests.integration.test_bear_flow import sign_in
 
 pytestmark = pytest.mark.integration
@@ -39,23 +39,6 @@ SEARCHES = 6  # one project each: the loopback provider answers every query with
 SEARCH_MAX = 6  # the first six case URLs: four photos, one duplicate, one truncated file
 KEY_BURST = 4
 METRICS_TOKEN = "scrape-me"
-
-
-@contextmanager
-def process(module: str, args: list[str], env: dict[str, str], log: Path):
-    """A Python module run as a subprocess, stopped (SIGTERM, then SIGKILL) at the end."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_ready(procs: dict[str, subprocess.Popen], logs: dict[str, Path],
@@ -122,19 +105,16 @@ def test_ten_jobs_on_two_webs_and_four_workers_over_s3(tmp_path, data_dir, postg
                 **{f"KODIAK_{k.upper()}": str(v) for k, v in cases.SETTINGS.items()
                    if k != "allow_loopback_downloads"})
 
-        migrate = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=REPO,
-                                 env=env("migrate"), capture_output=True, text=True,
-                                 timeout=120)
-        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+        migrate(env("migrate"), homes["migrate"])
         procs = {}
         for name in ("train1", "train2"):
-            procs[name] = stack.enter_context(process(
-                "app.cli", ["worker", "--queues", "train"], env(name), logs[name]))
+            procs[name] = stack.enter_context(running(
+                ["worker", "--queues", "train"], env(name), logs[name]))
         for name in ("gather1", "gather2"):
-            procs[name] = stack.enter_context(process(
-                "tests.gather.worker", ["--queues", "gather"], env(name), logs[name]))
+            procs[name] = stack.enter_context(running(
+                ["--queues", "gather"], env(name), logs[name], module="tests.gather.worker"))
         for name in ("web1", "web2"):
-            procs[name] = stack.enter_context(process("app.cli", ["web"], env(name), logs[name]))
+            procs[name] = stack.enter_context(running(["web"], env(name), logs[name]))
         webs = [stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{ports[name]}",
                                                  timeout=60)) for name in ("web1", "web2")]
         for name, http in zip(("web1", "web2"), webs, strict=True):
@@ -288,12 +268,10 @@ def test_sigterm_lets_a_train_worker_finish_its_job_first(tmp_path, data_dir, po
     port = free_port()
     env = base_env(tmp_path, port, DATABASE_URL=postgres_url, BROKER_URL=redis_url,
                    KODIAK_WORKER_THREADS="1", KODIAK_LOG_FORMAT="json")
-    migrate = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    migrate(env, tmp_path)
     log = tmp_path / "worker.log"
-    with process("app.cli", ["worker", "--queues", "train"], env, log) as worker, \
-            process("app.cli", ["web"], env, tmp_path / "web.log") as web, \
+    with running(["worker", "--queues", "train"], env, log) as worker, \
+            running(["web"], env, tmp_path / "web.log") as web, \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         wait_healthy(str(http.base_url).rstrip("/"), web, tmp_path / "web.log")
         wait_ready({"worker": worker}, {"worker": log})

@@ -3,22 +3,17 @@
 import time
 
 import pytest
-import redis
 
 from app.services.ratelimit import RedisRateLimiter, SignInThrottle, rate_limiter
+from tests.integration.conftest import empty_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
 @pytest.fixture
 def client():
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not answering on 127.0.0.1:6379 ({exc}); run `make services`")
-    yield client
-    client.flushdb()
+    with empty_redis(REDIS_URL) as client:
+        yield client
 
 
 def test_two_replicas_share_one_bucket(client):
