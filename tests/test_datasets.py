@@ -26,6 +26,20 @@ def smaller_copy(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def race_hash_lookups(monkeypatch) -> None:
+    """Two uploads each look up the stored hashes before either inserts: the race always
+    happens."""
+    lookups = threading.Barrier(2, timeout=60)
+    looked_up = datasets._stored_hashes
+
+    def after_both_looked(**kwargs):
+        found = looked_up(**kwargs)
+        lookups.wait()
+        return found
+
+    monkeypatch.setattr(datasets, "_stored_hashes", after_both_looked)
+
+
 def test_near_duplicates_share_a_group_and_are_listed(settings, data_dir):
     factory = make_session_factory(make_engine(settings.resolved_database_url()))
     storage = open_storage(settings.resolved_storage_url(), settings)
@@ -130,15 +144,7 @@ def test_racing_uploads_of_the_same_photos_store_each_once(settings, data_dir, m
     factory = make_session_factory(make_engine(settings.resolved_database_url()))
     storage = open_storage(settings.resolved_storage_url(), settings)
     project_id = new_project(factory)
-    lookups = threading.Barrier(2, timeout=30)
-    looked_up = datasets._stored_hashes
-
-    def after_both_looked(**kwargs):
-        found = looked_up(**kwargs)
-        lookups.wait()
-        return found
-
-    monkeypatch.setattr(datasets, "_stored_hashes", after_both_looked)
+    race_hash_lookups(monkeypatch)
 
     def upload():
         with factory() as session:

@@ -2,7 +2,6 @@
 201, every photo and label is stored once, and no file is left without its row."""
 
 import io
-import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,9 +10,9 @@ from sqlalchemy import func, select
 
 from app.cli import migrate
 from app.models import Image, Label
-from app.services import datasets
 from app.web.main import create_app
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_key, make_settings
+from tests.test_datasets import race_hash_lookups
 
 
 def test_two_uploads_of_the_same_photos_store_each_once(postgres_url, tmp_path, data_dir,
@@ -27,16 +26,7 @@ def test_two_uploads_of_the_same_photos_store_each_once(postgres_url, tmp_path, 
             archive.writestr(f"black/{path.name}", path.read_bytes())
     files = [("files", (p.name, p.read_bytes())) for p in loose]
     files.append(("files", ("black.zip", folder.getvalue())))
-    # Both requests look up the stored hashes before either inserts: the race always happens.
-    lookups = threading.Barrier(2, timeout=60)
-    looked_up = datasets._stored_hashes
-
-    def after_both_looked(**kwargs):
-        found = looked_up(**kwargs)
-        lookups.wait()
-        return found
-
-    monkeypatch.setattr(datasets, "_stored_hashes", after_both_looked)
+    race_hash_lookups(monkeypatch)
     with TestClient(create_app(settings)) as client:
         headers = api_key(client, ADMIN_EMAIL, ADMIN_PASSWORD)
         pid = client.post("/api/v1/projects", json={"name": "race"}, headers=headers).json()["id"]
