@@ -15,7 +15,7 @@ from app.services import predictions
 from app.web.main import create_app
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_key, make_settings
 from tests.ml.test_images import flat_png
-from tests.serve.conftest import add_model_version, deploy, make_project, train_bear_model
+from tests.serve.conftest import deploy_bears, train_bear_model
 
 BUDGET = "too many pixels to decode in one request"
 
@@ -23,15 +23,11 @@ BUDGET = "too many pixels to decode in one request"
 @pytest.fixture(scope="module")
 def served(data_dir, tmp_path_factory):
     """An app with the small bear model deployed publicly as `bears`, default budgets."""
-    model_dir, meta, _, _ = train_bear_model(data_dir, tmp_path_factory.mktemp("bear-model"))
+    bear_model = train_bear_model(data_dir, tmp_path_factory.mktemp("bear-model"))
     settings = make_settings(tmp_path_factory.mktemp("budgets"))
     migrate(settings)
     with TestClient(create_app(settings)) as client:
-        admin = api_key(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-        project_id = make_project(client, admin, meta["labels"])
-        model_id = add_model_version(client.app, project_id=project_id, model_dir=model_dir,
-                                     meta=meta)
-        deploy(client, admin, model_id, "bears", public=True)
+        deploy_bears(client, bear_model)
         photo = (data_dir / "bears" / "black" / "0001.jpg").read_bytes()
         warm = client.post("/api/v1/predict/bears", files={"file": ("bear.jpg", photo)})
         assert warm.status_code == 200, warm.text  # the model is loaded: timings are decoding

@@ -6,6 +6,7 @@ import pytest
 
 from app.db import session_scope
 from app.models import ModelVersion
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_key
 from tests.ml.conftest import TINY, bear_samples, read_bytes
 
 _TRAINED: dict[Path, tuple] = {}
@@ -64,3 +65,15 @@ def deploy(client, headers, model_id: int, slug: str, **extra) -> dict:
                           json={"slug": slug, **extra}, headers=headers)
     assert created.status_code == 201, created.text
     return created.json()
+
+
+def deploy_bears(client, bear_model: tuple, slug: str = "bears") -> dict[str, str]:
+    """The bear model recorded in a new project and deployed publicly as `slug`; answers the
+    admin's API-key headers."""
+    model_dir, meta, _, _ = bear_model
+    admin = api_key(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    project_id = make_project(client, admin, meta["labels"])
+    model_id = add_model_version(client.app, project_id=project_id, model_dir=model_dir,
+                                 meta=meta)
+    deploy(client, admin, model_id, slug, public=True)
+    return admin

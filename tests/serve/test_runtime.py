@@ -8,23 +8,13 @@ from sqlalchemy import func, select
 from app.cli import migrate
 from app.models import PredictionLog
 from app.web.main import create_app
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_key, make_settings
-from tests.serve.conftest import add_model_version, deploy, make_project
+from tests.conftest import make_settings
+from tests.serve.conftest import deploy_bears
 
 
 def new_app(home, **settings):
     migrate(config := make_settings(home, **settings))
     return create_app(config)
-
-
-def deploy_bears(client, bear_model) -> None:
-    """The bear model, recorded and deployed publicly as `bears`."""
-    model_dir, meta, _, _ = bear_model
-    admin = api_key(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-    project_id = make_project(client, admin, meta["labels"])
-    model_id = add_model_version(client.app, project_id=project_id, model_dir=model_dir,
-                                 meta=meta)
-    deploy(client, admin, model_id, "bears", public=True)
 
 
 def predict(client, data_dir) -> None:
