@@ -39,6 +39,7 @@ from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.integration.conftest import base_env, free_port, wait_healthy
 
 WEIGHTS = {"predict": 45, "list": 20, "relabel": 20, "upload": 15}
+ERRORS: list[str] = []  # the text of every 5xx and client-side transport error
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -179,10 +180,12 @@ async def client_loop(http: httpx.AsyncClient, ctx: dict, deadline: float, photo
                                          files=[("files", (name, data, "image/jpeg"))],
                                          headers=auth)
             status, body = answer.status_code, answer.text
-        except httpx.HTTPError as exc:
-            status, body = 0, repr(exc)
+        except httpx.HTTPError as exc:  # a transport error on the client side: kept with its text
+            status, body = 0, f"{type(exc).__name__}: {exc}"
         records.append((op, status, time.perf_counter() - started,
                         "database is locked" in body))
+        if status == 0 or status >= 500:
+            ERRORS.append(f"{op} {status}: {body[:200]}")
 
 
 async def load(url: str, ctx: dict, *, clients: int, seconds: float) -> list:
@@ -201,6 +204,8 @@ def summarise(records: list, seconds: float) -> dict:
                "server_errors": sum(1 for _, s, _, _ in records if s >= 500 or s == 0),
                "database_locked": sum(1 for *_, locked in records if locked),
                "statuses": {}, "operations": {}}
+    summary["errors"] = ERRORS[:20]
+    ERRORS.clear()
     for _, status, _, _ in records:
         summary["statuses"][str(status)] = summary["statuses"].get(str(status), 0) + 1
     for op in WEIGHTS:
