@@ -10,7 +10,7 @@ from app.services.accounts import MIN_PASSWORD_CHARS
 from app.services.auth import MAX_PASSWORD_CHARS
 from app.services.curation import MAX_BULK
 from app.services.catalog import IMAGE_STATUSES
-from app.services.deployments import SLUG_PATTERN
+from app.services.deployments import FAMILIARITY, PROBABILITY, SLUG_PATTERN
 from app.services.gathering import MAX_IMAGES, MAX_URLS
 from app.services.projects import MAX_NAME
 
@@ -137,9 +137,9 @@ class PredictionOut(BaseModel):
     """One photo's prediction. Read `answer`: it is null for "none of these"."""
 
     answer: str | None = Field(description=(
-        "The label this photo is, or null when the model says “none of these” (its top "
-        "probability is below `threshold`). A label may be called “unknown”, so test for "
-        "null, never for a string."))
+        "The label this photo is, or null when the model says “none of these” (its "
+        "`unknown_score` is below `threshold`; `unknown_reason` says why). A label may be "
+        "called “unknown”, so test for null, never for a string."))
     label: str = Field(description=(
         "The most probable label, always set: when `unknown` is true it is only the closest "
         "guess, not an answer (kept for v1 clients; new code reads `answer`)."))
@@ -148,10 +148,23 @@ class PredictionOut(BaseModel):
         "Each label's probability, highest first (the top `top_k` only, when given)."))
     model_id: int = Field(description="The model version that answered.")
     unknown: bool = Field(description=(
-        "True for “none of these”: `confidence` is below `threshold`, and `answer` is null."))
+        "True for “none of these”: the `unknown_score` is below `threshold`, and `answer` is "
+        "null."))
     threshold: float | None = Field(description=(
-        "The confidence below which the answer is “none of these”: the deployment's own, "
-        "else the one calibrated when the model was trained; null: never."))
+        "The value of `unknown_score` below which the answer is “none of these”: the "
+        "deployment's own, else the one calibrated when the model was trained; null: never."))
+    unknown_score: Literal[FAMILIARITY, PROBABILITY] = Field(  # type: ignore[valid-type]
+        default=PROBABILITY, description=(
+            "What `threshold` applies to: `familiarity` (models trained with a feature bank) "
+            "or `max_probability`, the `confidence` (older models)."))
+    familiarity: float | None = Field(default=None, ge=0, le=1, description=(
+        "How like the photos the model was trained on this photo is: the share of those "
+        "photos that were less like the others (each compared without its own fold) than "
+        "this one is like them. A threshold of 0.03 rejects about 3% of genuine photos. "
+        "Null for older models."))
+    unknown_reason: str | None = Field(default=None, description=(
+        "Why the answer is “none of these”, in words, with the score and the threshold; "
+        "null when `answer` is a label."))
 
 
 class PredictionsOut(BaseModel):

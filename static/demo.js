@@ -55,6 +55,7 @@ function show(data) {
   answer.className = none ? "unknown" : "known";
   answer.textContent = none
     ? `None of these (closest: ${data.label}, ${percent(data.confidence)})`
+      + (data.unknown_reason ? `: ${data.unknown_reason}` : "")
     : `${data.answer} (${percent(data.confidence)})`;
   const rows = Object.entries(data.probabilities).sort((a, b) => b[1] - a[1]);
   for (const [label, p] of rows) {

@@ -56,6 +56,11 @@ def imagenet_model(name: str) -> nn.Module:
     return model.eval()
 
 
+def imagenet_head(name: str) -> nn.Module:
+    """The backbone's 1000-class ImageNet classifier alone (pre-logits features -> logits)."""
+    return imagenet_model(name).get_classifier()
+
+
 def get_spec(name: str) -> BackboneSpec:
     """The registry entry, or a ValueError listing the known names."""
     if name not in BACKBONES:

@@ -1,4 +1,5 @@
-"""Write a trained model as a version folder: safetensors weights, ONNX graph, model.json."""
+"""Write a trained model as a version folder: safetensors weights, ONNX graph, model.json,
+and features.npy (the bank of training photos' embeddings "none of these" compares with)."""
 
 import json
 import warnings
@@ -12,28 +13,38 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from app.ml.backbones import create_model
+from app.ml.head import Concepts
+from app.ml.novelty import TEMPERATURE, Bank
 from app.ml.preprocess import Preprocessing, probe_input
 from app.ml.train import TrainResult
 
 FORMAT_VERSION = 1
+OUTPUTS = ("logits", "probabilities", "embedding")  # the embedding: versions with a bank
 OPSET = 18
 PROBE_TOLERANCE = 1e-4
+BANK_FILE = "features.npy"
 
 
 class ExportError(RuntimeError):
     """The exported ONNX graph does not reproduce the PyTorch model."""
 
 
-class WithSoftmax(nn.Module):
-    """The graph that model.onnx holds: input NCHW -> (logits, probabilities)."""
+class Served(nn.Module):
+    """The graph that model.onnx holds: input NCHW -> (logits, probabilities), and the
+    photo's embedding (app.ml.novelty) when `concepts` is given, from the same pass."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, concepts: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.concepts = concepts
+        self.outputs = OUTPUTS if concepts is not None else OUTPUTS[:2]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
-        return logits, torch.softmax(logits, dim=1)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        logits = self.model.get_classifier()(features)
+        if self.concepts is None:
+            return logits, torch.softmax(logits, dim=1)
+        return logits, torch.softmax(logits, dim=1), self.concepts(features)
 
 
 def export_model(
@@ -48,13 +59,21 @@ def export_model(
 
     pre = result.preprocessing
     probe = probe_input(pre)
+    served = Served(model, None if result.bank is None else
+                    Concepts.of_backbone(backbone)).eval()
     with torch.inference_mode():
-        probe_probs = torch.softmax(model(torch.from_numpy(probe)), dim=1).numpy()
-    exporter = _export_onnx(model, pre, out_dir / "model.onnx")
-    onnx_probs = _run_onnx(out_dir / "model.onnx", probe)
-    difference = float(np.abs(onnx_probs - probe_probs).max())
+        expected = [t.numpy() for t in served(torch.from_numpy(probe))]
+    exporter = _export_onnx(served, pre, out_dir / "model.onnx")
+    got = _run_onnx(out_dir / "model.onnx", probe, served.outputs)
+    # probabilities and embedding (logits may differ more in absolute terms, not in effect)
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(got[1:], expected[1:],
+                                                                 strict=True))
     if difference > PROBE_TOLERANCE:
         raise ExportError(f"ONNX and PyTorch disagree on the probe by {difference:.2e}")
+    probe_probs = expected[1]
+    if result.bank is not None:
+        np.save(out_dir / BANK_FILE, result.bank.embeddings.astype(np.float16),
+                allow_pickle=False)
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -62,19 +81,28 @@ def export_model(
         "labels": list(result.labels),
         "preprocessing": pre.to_dict(),
         "metrics": result.metrics,
-        # "none of these" when the top class probability is below it (calibrated on validation)
+        # "none of these" when the unknown score is below it (app.ml.novelty: the familiarity
+        # with the training photos; versions without a bank: the top class probability)
         "unknown_threshold": result.metrics.get("unknown_threshold"),
         "unknown_score": result.metrics.get("unknown_score", "max_probability"),
+        **({} if result.bank is None else {"novelty": _novelty(result.bank)}),
         "recipe": recipe,
         "dataset": dataset,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "onnx": {"exporter": exporter, "opset": OPSET, "input": "input",
-                 "outputs": ["logits", "probabilities"]},
+                 "outputs": list(served.outputs)},
         "probe": {"function": "probe_input", "probabilities": probe_probs[0].tolist(),
                   "tolerance": PROBE_TOLERANCE},
     }
     (out_dir / "model.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def _novelty(bank: Bank) -> dict:
+    """model.json's description of the bank: its file, neighbour and reference."""
+    return {"bank": BANK_FILE, "rows": len(bank.embeddings), "neighbours": bank.neighbours,
+            "embedding": f"sqrt(softmax(imagenet_logits / {TEMPERATURE}))",
+            "reference": [round(float(x), 6) for x in bank.reference]}
 
 
 def load_torch_model(model_dir: Path) -> nn.Module:
@@ -85,15 +113,15 @@ def load_torch_model(model_dir: Path) -> nn.Module:
     return model.eval()
 
 
-def _export_onnx(model: nn.Module, pre: Preprocessing, path: Path) -> str:
-    wrapped = WithSoftmax(model).eval()
+def _export_onnx(served: Served, pre: Preprocessing, path: Path) -> str:
     example = (torch.zeros(2, 3, pre.input_size, pre.input_size),)
-    names = {"input_names": ["input"], "output_names": ["logits", "probabilities"]}
+    outputs = list(served.outputs)
+    names = {"input_names": ["input"], "output_names": outputs}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                wrapped, example, dynamo=True, opset_version=OPSET, external_data=False,
+                served, example, dynamo=True, opset_version=OPSET, external_data=False,
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
                 verbose=False, **names,
             )
@@ -103,14 +131,13 @@ def _export_onnx(model: nn.Module, pre: Preprocessing, path: Path) -> str:
         warnings.warn(f"dynamo ONNX export failed ({exc!r}); using the classic exporter",
                       stacklevel=2)
         torch.onnx.export(
-            wrapped, example, str(path), dynamo=False, opset_version=OPSET,
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"},
-                          "probabilities": {0: "batch"}},
+            served, example, str(path), dynamo=False, opset_version=OPSET,
+            dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
             **names,
         )
         return "torchscript"
 
 
-def _run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
+def _run_onnx(path: Path, batch: np.ndarray, outputs: tuple[str, ...]) -> list[np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["probabilities"], {"input": batch})[0]
+    return session.run(list(outputs), {"input": batch})

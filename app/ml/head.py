@@ -1,6 +1,7 @@
 """The frozen phase: the pretrained body runs once per view of each image, then linear heads
 train on the cached features: the model's own head, and K-fold heads whose predictions for
-the training images are out of sample."""
+the training images are out of sample; and the bank of the training photos' embeddings that
+"none of these" compares a new photo with (app.ml.novelty)."""
 
 import math
 import time
@@ -12,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.ml.backbones import HEAD_DROP_RATE
+from app.ml.backbones import HEAD_DROP_RATE, imagenet_head
 from app.ml.device import autocast, to_device
 from app.ml.metrics import history_row
+from app.ml.novelty import SCORE, TEMPERATURE, Bank
 from app.ml.prepare import Prepared
 from app.ml.preprocess import to_chw
 from app.ml.recipe import Recipe
@@ -158,3 +160,53 @@ def train_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, r
                 losses.append(loss.item())
         if on_epoch:
             on_epoch(epoch, losses, started)
+
+
+class Concepts(nn.Module):
+    """Pre-logits features -> the photo's embedding: the square root of the backbone's own
+    ImageNet class probabilities at TEMPERATURE (unit length; app.ml.novelty)."""
+
+    def __init__(self, imagenet: nn.Module, temperature: float = TEMPERATURE):
+        super().__init__()
+        self.imagenet = imagenet
+        self.temperature = temperature
+
+    @classmethod
+    def of_backbone(cls, name: str) -> "Concepts":
+        return cls(imagenet_head(name)).eval()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(torch.softmax(self.imagenet(features) / self.temperature, dim=1))
+
+
+def photo_bank(run: Prepared, features: FrozenFeatures) -> tuple[Bank, dict]:
+    """The bank of the training photos' embeddings, calibrated on the bank without each
+    photo's fold (the out-of-sample folds), and the calibration's figures for the metrics.
+    After an unfrozen phase the body has changed, so the photos are embedded again."""
+    n_train, n_valid = len(run.train_pos), len(run.valid_pos)
+    train, valid = features.train[:n_train], features.valid  # eval crops, rows in order
+    if run.recipe.epochs:
+        run.model.eval()
+        crops = [run.crops[p] for p in [*run.train_pos, *run.valid_pos]]
+        fresh = extract_features(
+            run.model, lambda i: to_chw(crops[i], run.pre), len(crops), run.device, fp32=True,
+            on_batch=lambda done: run.report("bank", done / len(crops),
+                                             f"embedding the photos {done}/{len(crops)}"))
+        train, valid = fresh[:n_train], fresh[n_train:n_train + n_valid]
+    concepts = Concepts.of_backbone(run.recipe.backbone).to(run.device)
+    with torch.inference_mode():
+        train_emb = concepts(train.float()).cpu().numpy()
+        valid_emb = concepts(valid.float()).cpu().numpy()
+    folds = fold_assignment(run.groups(run.train_pos), folds=OOS_FOLDS, seed=run.recipe.seed)
+    bank = Bank.build(train_emb, labels=run.targets[run.train_pos].numpy(),
+                      folds=np.asarray(folds), seed=run.recipe.seed)
+    calibrated = bank.calibration()
+    valid_familiarity = bank.familiarity(bank.similarity(valid_emb))
+    return bank, {
+        "unknown_score": SCORE,
+        **calibrated,  # the threshold on familiarity, and the share of training photos below
+        "unknown_valid_reject_rate": round(float(
+            (valid_familiarity < calibrated["unknown_threshold"]).mean()), 5) if n_valid else 0.0,
+        "unknown_neighbours": bank.neighbours,
+        "unknown_bank_rows": len(bank.embeddings),
+    }

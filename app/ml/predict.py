@@ -1,7 +1,10 @@
 """Serve a model version with ONNX Runtime on CPU; never imports torch.
 
-model.onnx takes `input` (float32 NCHW, preprocess_batch's output) and returns `logits` and
-`probabilities` (softmax already applied); predict_proba returns the probabilities.
+model.onnx takes `input` (float32 NCHW, preprocess_batch's output) and returns `logits`,
+`probabilities` (softmax already applied) and, in versions with a feature bank
+(`features.npy`), the photo's `embedding` from the same pass; predict_proba returns the
+probabilities, forward adds each photo's familiarity with the training photos
+(app.ml.novelty).
 """
 
 import json
@@ -11,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from app.ml.novelty import Bank, unit_rows
 from app.ml.preprocess import Preprocessing, preprocess_batch, probe_input
 
 PROBE_TOLERANCE = 1e-4
@@ -23,11 +27,17 @@ class ModelLoadError(RuntimeError):
 class Classifier:
     """A loaded model version: load once, predict many."""
 
-    def __init__(self, *, session: ort.InferenceSession, meta: dict):
+    def __init__(self, *, session: ort.InferenceSession, meta: dict, bank: Bank | None = None):
         self.session = session
         self.meta = meta
         self.labels: list[str] = list(meta["labels"])
         self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        self.bank = bank  # what the model has seen; None for versions made before banks
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the bank takes (the ONNX graph is counted by its file)."""
+        return 0 if self.bank is None else self.bank.embeddings.nbytes
 
     @classmethod
     def load(cls, model_dir: Path, *, threads: int | None = None) -> "Classifier":
@@ -48,41 +58,87 @@ class Classifier:
                 str(model_dir / "model.onnx"), sess_options=options,
                 providers=["CPUExecutionProvider"],
             )
-            classifier = cls(session=session, meta=meta)
+            classifier = cls(session=session, meta=meta, bank=_bank(model_dir, meta))
             expected = np.asarray(meta["probe"]["probabilities"], dtype=np.float64)
+            got, embedding = classifier._run(probe_input(classifier.preprocessing))
         except Exception as exc:  # onnxruntime raises its own unrelated exception types
             raise ModelLoadError(f"cannot load model from {model_dir}: {exc}") from exc
-        got = classifier._run(probe_input(classifier.preprocessing))[0]
-        if got.shape != expected.shape or np.abs(got - expected).max() > PROBE_TOLERANCE:
+        if got[0].shape != expected.shape or np.abs(got[0] - expected).max() > PROBE_TOLERANCE:
             raise ModelLoadError(f"model.onnx in {model_dir} disagrees with its probe")
+        if embedding is not None and embedding.shape[1] != classifier.bank.embeddings.shape[1]:
+            raise ModelLoadError(f"the feature bank in {model_dir} does not fit its model")
         return classifier
 
     def predict_proba(self, images: list[Image.Image]) -> np.ndarray:
         """Class probabilities, N x len(labels), in labels order."""
         if not images:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self._run(preprocess_batch(images, self.preprocessing))
+        return self._run(preprocess_batch(images, self.preprocessing))[0]
 
     def prepare(self, images: list[Image.Image]) -> np.ndarray:
         """The model's input for these images (float32 NCHW), so forward can run elsewhere."""
         return preprocess_batch(images, self.preprocessing)
 
+    def scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and (versions with a bank) each photo's similarity with the
+        training photos, for a prepared batch: one ONNX Runtime call."""
+        probabilities, embedding = self._run(batch)
+        if embedding is None:
+            return probabilities, None
+        # a row at a time: an answer never depends on the batch it was computed in
+        return probabilities, np.concatenate([self.bank.similarity(row[None])
+                                              for row in embedding])
+
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a prepared batch: one ONNX Runtime call."""
-        return self._run(batch)
+        """One row per image of a prepared batch: its class probabilities, then (versions
+        with a bank) its familiarity with the training photos; `split` takes them apart.
+        One array, so a micro-batch is cut into requests by rows."""
+        probabilities, near = self.scores(batch)
+        if near is None:
+            return probabilities
+        familiarity = self.bank.familiarity(near).astype(probabilities.dtype)
+        return np.column_stack([probabilities, familiarity])
+
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """forward's rows as (probabilities, familiarities or None without a bank)."""
+        n = len(self.labels)
+        return rows[:, :n], (rows[:, n] if rows.shape[1] > n else None)
 
     def predict(self, images: list[Image.Image]) -> list[dict]:
-        """Top label, its confidence and all probabilities for each image."""
+        """Top label, its confidence, all probabilities and (versions with a bank) the
+        similarity and familiarity with the training photos, for each image."""
+        if not images:
+            return []
+        probabilities, near = self.scores(self.prepare(images))
         results = []
-        for row in self.predict_proba(images):
+        for i, row in enumerate(probabilities):
             best = int(row.argmax())
             results.append({
                 "label": self.labels[best],
                 "confidence": float(row[best]),
                 "probabilities": {label: float(p) for label, p in zip(self.labels, row,
                                                                       strict=True)},
+                **({} if near is None else {
+                    "similarity": float(near[i]),
+                    "familiarity": float(self.bank.familiarity(near[i:i + 1])[0])}),
             })
         return results
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(["probabilities"], {"input": batch.astype(np.float32)})[0]
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities, and the embedding when there is a bank to compare it with."""
+        names = ["probabilities"] if self.bank is None else ["probabilities", "embedding"]
+        out = self.session.run(names, {"input": batch.astype(np.float32)})
+        return out[0], (out[1] if self.bank is not None else None)
+
+
+def _bank(model_dir: Path, meta: dict) -> Bank | None:
+    """The version's feature bank, or None for versions made before it (or without one)."""
+    novelty = meta.get("novelty")
+    if not novelty or "embedding" not in meta.get("onnx", {}).get("outputs", []):
+        return None
+    name = Path(novelty["bank"]).name  # a file of the folder, never a path elsewhere
+    embeddings = np.load(model_dir / name, allow_pickle=False)
+    if embeddings.ndim != 2 or not len(embeddings):
+        raise ValueError(f"{name} is not a feature bank")
+    return Bank(embeddings=unit_rows(embeddings), neighbours=int(novelty["neighbours"]),
+                reference=np.asarray(novelty["reference"], dtype=np.float32))

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.ml.head import OOS_FOLDS, fit_head, frozen_features, out_of_sample
-from app.ml.metrics import classification_metrics, unknown_threshold
+from app.ml.head import OOS_FOLDS, fit_head, frozen_features, out_of_sample, photo_bank
+from app.ml.metrics import classification_metrics
+from app.ml.novelty import Bank
 from app.ml.prepare import Prepared, prepare
 from app.ml.preprocess import Preprocessing
 from app.ml.progress import ProgressCallback, Reporter
@@ -31,6 +32,7 @@ class TrainResult:
     seconds: float
     skipped: list[str] = field(default_factory=list)
     oos_probabilities: list[list[float] | None] = field(default_factory=list)
+    bank: Bank | None = None  # the training photos' embeddings, calibrated (app.ml.novelty)
 
 
 def train_classifier(
@@ -44,9 +46,9 @@ def train_classifier(
     device: str | None = None,
     threads: int | None = None,
 ) -> TrainResult:
-    """Fine-tune recipe.backbone on samples; return the fp32 CPU model, its metrics and an
+    """Fine-tune recipe.backbone on samples; return the fp32 CPU model, its metrics, an
     out-of-sample prediction for every image (K-fold heads for training images, the final
-    model for validation images)."""
+    model for validation images) and the bank of training photos "none of these" uses."""
     started = time.perf_counter()
     report = Reporter(progress, should_stop)
     report.plan(**_phase_costs(len(samples), recipe))
@@ -57,6 +59,7 @@ def train_classifier(
     train_oos = out_of_sample(run, features)  # K-fold heads on the same features
     if recipe.epochs:
         valid_logits = fit_unfrozen(run)  # then all layers, discriminative learning rates
+    bank, unknown = photo_bank(run, features)  # what the model has seen, calibrated
     run.model = run.model.to("cpu", memory_format=torch.contiguous_format).float().eval()
     probabilities = torch.softmax(valid_logits.detach().cpu().double(), dim=1).numpy()
     actual = run.targets[run.valid_pos].numpy()
@@ -67,10 +70,11 @@ def train_classifier(
         images_per_second={k: round(v, 1) for k, v in run.speed.items()},
         skipped=run.skipped,
         oos_folds=OOS_FOLDS,
-        **unknown_threshold(probabilities, actual),
+        **unknown,
     )
     report.done()
-    return _result(run, metrics, probabilities, train_oos, seconds=time.perf_counter() - started)
+    return _result(run, metrics, probabilities, train_oos, bank,
+                   seconds=time.perf_counter() - started)
 
 
 def _phase_costs(n_samples: int, recipe: Recipe) -> dict[str, float]:
@@ -79,11 +83,12 @@ def _phase_costs(n_samples: int, recipe: Recipe) -> dict[str, float]:
     n_train = n_samples - n_valid
     return {"frozen": n_train * n_views + n_valid,
             "folds": 0.0025 * n_train * n_views * recipe.head_epochs,
-            "unfrozen": recipe.epochs * (3 * n_train + n_valid)}
+            "unfrozen": recipe.epochs * (3 * n_train + n_valid),
+            "bank": (n_train + n_valid) if recipe.epochs else 0.0}
 
 
-def _result(run: Prepared, metrics: dict, probabilities: np.ndarray, train_oos: np.ndarray, *,
-            seconds: float) -> TrainResult:
+def _result(run: Prepared, metrics: dict, probabilities: np.ndarray, train_oos: np.ndarray,
+            bank: Bank, *, seconds: float) -> TrainResult:
     """The result, positions mapped back to sample indices."""
     oos: list[list[float] | None] = [None] * len(run.samples)
     for rows, positions in ((train_oos, run.train_pos), (probabilities, run.valid_pos)):
@@ -100,4 +105,5 @@ def _result(run: Prepared, metrics: dict, probabilities: np.ndarray, train_oos: 
         seconds=seconds,
         skipped=run.skipped,
         oos_probabilities=oos,
+        bank=bank,
     )

@@ -5,12 +5,20 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, object_session
 
+from app.ml.novelty import SCORE as FAMILIARITY
 from app.models import Deployment, ModelVersion, Project, User
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 
 # `-` is escaped so that the pattern also works as an HTML input's (the JavaScript `v` flag).
 SLUG_PATTERN = r"[a-z0-9][a-z0-9\-]{1,62}"
 SLUG_RULE = "a slug is 2 to 63 lowercase letters, digits or dashes, starting with a letter or digit"
+PROBABILITY = "max_probability"  # the unknown score of versions without a feature bank
+
+
+def unknown_score(model: ModelVersion) -> str:
+    """What "none of these" (and a deployment's threshold) looks at: the familiarity with the
+    training photos (versions trained with a feature bank), else the top probability."""
+    return FAMILIARITY if (model.metrics or {}).get("unknown_score") == FAMILIARITY else PROBABILITY
 
 
 def list_models(*, session: Session, project: Project) -> list[ModelVersion]:
@@ -112,11 +120,14 @@ def update_deployment(
     """Point a deployment at another version of the same project (or roll back), or retune it.
 
     `threshold=None` clears the deployment's own threshold (the model's calibrated one
-    applies again); leave it as KEEP to keep the current one.
+    applies again); leave it as KEEP to keep the current one. A threshold is on the model's
+    unknown score, so moving to a version with another score clears it unless one is given.
     """
     if model is not None:
         if model.project_id != deployment.project_id:
             raise ConflictError("a deployment can only move to a model of the same project")
+        if threshold is KEEP and unknown_score(model) != unknown_score(deployment.model):
+            threshold = None  # a confidence is not a familiarity: the calibrated one applies
         deployment.model_id = model.id
         deployment.model = model
     if public is not None:

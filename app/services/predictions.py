@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.ml.images import ImageRejected, PixelBudget, decode_rgb
 from app.ml.predict import Classifier, ModelLoadError
 from app.models import Deployment, Image, Label, ModelVersion, PredictionLog
+from app.services.deployments import FAMILIARITY, PROBABILITY, unknown_score
 from app.services.downloader import DownloadError, download
 from app.services.errors import InvalidInputError, UnavailableError
 from app.serving.log_buffer import LogEntry
@@ -38,10 +39,13 @@ async def predict(*, serving: Serving, deployment: Deployment, images: list[byte
             serving.decoder, _prepare, serving, model, images)
     finally:
         batcher.incoming -= 1
-    probs = await batcher.submit(classifier, inputs)
+    probs, familiar = classifier.split(await batcher.submit(classifier, inputs))
     threshold = unknown_threshold(deployment=deployment, model=model)
+    score = unknown_score(model)
     answers = [shape_answer(labels=classifier.labels, row=row, model_id=model.id,
-                            threshold=threshold, top_k=top_k) for row in probs]
+                            threshold=threshold, top_k=top_k, score=score,
+                            familiarity=None if familiar is None else float(familiar[i]))
+               for i, row in enumerate(probs)]
     latency_ms = (time.perf_counter() - started) * 1000 / len(images)
     serving.record([
         LogEntry(deployment_id=deployment.id, model_id=model.id, label=a["label"],
@@ -81,7 +85,8 @@ async def fetch_image(*, serving: Serving, url: str) -> bytes:
 
 
 def unknown_threshold(*, deployment: Deployment, model: ModelVersion) -> float | None:
-    """The deployment's own threshold, else the one calibrated at training time, else none."""
+    """The deployment's own threshold, else the one calibrated at training time, else none.
+    Either applies to the model's unknown score (`unknown_score`)."""
     if deployment.threshold is not None:
         return deployment.threshold
     value = (model.metrics or {}).get("unknown_threshold")
@@ -89,15 +94,19 @@ def unknown_threshold(*, deployment: Deployment, model: ModelVersion) -> float |
 
 
 def shape_answer(*, labels: list[str], row: np.ndarray, model_id: int,
-                 threshold: float | None, top_k: int | None) -> dict:
-    """One prediction: the answer (the top label, or None for "none of these"), the top label
-    and its confidence, probabilities sorted high to low (schemas.PredictionOut)."""
+                 threshold: float | None, top_k: int | None, score: str = PROBABILITY,
+                 familiarity: float | None = None) -> dict:
+    """One prediction: the answer (the top label, or None for "none of these", with the
+    reason), the top label and its confidence, probabilities sorted high to low, and the
+    photo's familiarity with the training photos when the model has them
+    (schemas.PredictionOut)."""
     order = np.argsort(-row, kind="stable")
     if top_k is not None:
         order = order[:top_k]
     best = int(order[0])
     confidence = float(row[best])
-    unknown = threshold is not None and confidence < threshold
+    value = familiarity if score == FAMILIARITY else confidence
+    unknown = threshold is not None and value is not None and value < threshold
     return {
         "answer": None if unknown else labels[best],
         "label": labels[best],
@@ -106,7 +115,17 @@ def shape_answer(*, labels: list[str], row: np.ndarray, model_id: int,
         "model_id": model_id,
         "unknown": unknown,
         "threshold": threshold,
+        "unknown_score": score,
+        "familiarity": familiarity,
+        "unknown_reason": _reason(score, value, threshold) if unknown else None,
     }
+
+
+def _reason(score: str, value: float, threshold: float) -> str:
+    if score == FAMILIARITY:
+        return (f"unlike the photos it was trained on: familiarity {value:.1%}, "
+                f"threshold {threshold:.1%}")
+    return f"not sure enough: confidence {value:.1%}, threshold {threshold:.1%}"
 
 
 def log_summary(*, session: Session, deployment: Deployment, days: int = 30) -> dict:

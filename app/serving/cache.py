@@ -19,7 +19,8 @@ def identity(model: ModelVersion) -> Identity:
 class ModelCache:
     """Loaded classifiers keyed by model version; least recently used evicted first.
 
-    Eviction keeps at most `size` versions and at most `max_bytes` of ONNX graphs. A version
+    Eviction keeps at most `size` versions and at most `max_bytes` of ONNX graphs and
+    feature banks. A version
     requested by several threads at once is loaded once (the others wait for it). An entry
     answers only for the row it was loaded from: its id, storage prefix and creation time
     (ids are never reused, but a restored or rebuilt database must not meet a stale entry).
@@ -54,7 +55,7 @@ class ModelCache:
             try:
                 model_dir = self.storage.local_dir(model.storage_prefix)
                 classifier = Classifier.load(model_dir, threads=self.threads)
-                nbytes = (model_dir / "model.onnx").stat().st_size
+                nbytes = (model_dir / "model.onnx").stat().st_size + classifier.nbytes
                 with self._lock:
                     self.loads += 1
                     for replaced in [k for k in self._models if k[0] == model.id]:

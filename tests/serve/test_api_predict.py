@@ -1,5 +1,6 @@
 import base64
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,55 @@ def test_unknown_uses_the_calibrated_threshold_and_a_deployment_override(
     deploy(client, admin, no_key, "uncalibrated", public=True)
     cat = post_file(client, "uncalibrated", (data_dir / "ood" / "cat.jpg").read_bytes()).json()
     assert cat["unknown"] is False and cat["threshold"] is None
+
+
+def test_none_of_these_by_what_the_model_has_seen_with_a_reason(served, bear_model, data_dir):
+    client, admin, _, v1, _ = served
+    _, meta, _, samples = bear_model
+    deploy(client, admin, v1, "open-set", public=True)
+    ood = [post_file(client, "open-set", p.read_bytes()).json()
+           for p in sorted((data_dir / "ood").glob("*.jpg"))]
+    assert all(a["unknown"] and a["answer"] is None and a["unknown_score"] == "familiarity"
+               for a in ood)
+    assert all(a["familiarity"] < a["threshold"] == meta["metrics"]["unknown_threshold"]
+               for a in ood)
+    assert "unlike the photos it was trained on" in ood[0]["unknown_reason"]
+    trained_on = {s.key for s in samples}
+    held_out = [p for label in ("black", "grizzly", "teddy")
+                for p in sorted((data_dir / "bears" / label).glob("*.jpg"))[31:37:2]]
+    assert not trained_on & {str(p) for p in held_out}  # never seen, nor calibrated on
+    bears = [post_file(client, "open-set", p.read_bytes()).json() for p in held_out]
+    assert sum(a["unknown"] for a in bears) <= 1
+    assert all(a["unknown_reason"] is None for a in bears if not a["unknown"])
+
+
+def test_versions_without_a_bank_keep_the_probability_rule(served, bear_model, data_dir,
+                                                           tmp_path):
+    client, admin, project_id, v1, _ = served
+    model_dir, meta, _, _ = bear_model
+    old_dir = tmp_path / "old"  # a version folder as exported before feature banks
+    old_dir.mkdir()
+    for name in ("weights.safetensors", "model.onnx"):
+        (old_dir / name).write_bytes((model_dir / name).read_bytes())
+    old_meta = {k: v for k, v in meta.items() if k != "novelty"}
+    old_meta["onnx"] = {**meta["onnx"], "outputs": ["logits", "probabilities"]}
+    (old_dir / "model.json").write_text(json.dumps(old_meta))
+    old = add_model_version(client.app, project_id=project_id, model_dir=old_dir, meta=old_meta,
+                            metrics={"error_rate": 0.1, "unknown_threshold": 0.8,
+                                     "unknown_score": "max_probability"})
+    deploy(client, admin, old, "old-rule", public=True, threshold=0.95)
+    answers = [post_file(client, "old-rule", p.read_bytes()).json()
+               for p in sorted((data_dir / "ood").glob("*.jpg"))[:3]]
+    for a in answers:
+        assert a["unknown_score"] == "max_probability" and a["familiarity"] is None
+        assert a["threshold"] == 0.95 and a["unknown"] == (a["confidence"] < 0.95)
+    assert all("not sure enough" in a["unknown_reason"] for a in answers if a["unknown"])
+    # a confidence means nothing as a familiarity: moving to a banked version clears it
+    moved = client.patch("/api/v1/deployments/old-rule", json={"model_id": v1}, headers=admin)
+    assert moved.json()["threshold"] is None
+    kept = client.patch("/api/v1/deployments/old-rule", json={"model_id": old, "threshold": 0.9},
+                        headers=admin)
+    assert kept.json()["threshold"] == 0.9
 
 
 def test_log_summary_counts_and_keeps_images_only_when_asked(served, data_dir):

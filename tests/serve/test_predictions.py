@@ -20,3 +20,26 @@ def test_deployment_threshold_overrides_the_calibrated_one():
     assert unknown_threshold(deployment=Deployment(threshold=0.9), model=model) == 0.9
     assert unknown_threshold(deployment=Deployment(threshold=None),
                              model=ModelVersion(metrics={})) is None
+
+
+def test_a_familiarity_score_decides_and_says_why():
+    row = np.array([0.05, 0.95], dtype=np.float32)
+    far = shape_answer(labels=["a", "b"], row=row, model_id=5, threshold=0.03, top_k=None,
+                       score="familiarity", familiarity=0.0)
+    assert far["unknown"] is True and far["answer"] is None and far["label"] == "b"
+    assert far["unknown_reason"] == ("unlike the photos it was trained on: familiarity 0.0%, "
+                                     "threshold 3.0%")
+    near = shape_answer(labels=["a", "b"], row=row, model_id=5, threshold=0.03, top_k=None,
+                        score="familiarity", familiarity=0.4)
+    assert near["answer"] == "b" and near["unknown_reason"] is None
+    unsure = shape_answer(labels=["a", "b"], row=row, model_id=5, threshold=0.99, top_k=None)
+    assert unsure["unknown_reason"] == "not sure enough: confidence 95.0%, threshold 99.0%"
+
+
+def test_the_score_follows_the_model_version():
+    from app.services.deployments import unknown_score
+
+    assert unknown_score(ModelVersion(metrics={"unknown_score": "familiarity"})) == "familiarity"
+    assert unknown_score(ModelVersion(metrics={"unknown_score": "max_probability"})) \
+        == "max_probability"
+    assert unknown_score(ModelVersion(metrics=None)) == "max_probability"

@@ -54,12 +54,16 @@ def test_training_stores_out_of_sample_predictions_ranked_by_loss(client, admin,
     assert job.detail["history"] == metrics["history"]
     assert [row["phase"] for row in job.detail["history"]] == ["frozen"] * 8
 
-    # "none of these" threshold, calibrated on validation, in metrics and model.json
+    # "none of these" threshold, calibrated out of sample, in metrics and model.json; the
+    # feature bank it compares with is a file of the version like the weights
     assert 0 < metrics["unknown_threshold"] < 1
-    assert metrics["unknown_score"] == "max_probability"
+    assert metrics["unknown_score"] == "familiarity"
     meta = json.loads(client.get(f"/api/v1/models/{model_id}/files/model.json",
                                  headers=admin).content)
     assert meta["unknown_threshold"] == metrics["unknown_threshold"]
+    assert model["files"]["features.npy"] == f"/api/v1/models/{model_id}/files/features.npy"
+    bank = client.get(model["files"]["features.npy"], headers=admin)
+    assert bank.status_code == 200 and len(bank.content) > meta["novelty"]["rows"] * 1000
     assert all(isinstance(row["image_id"], int) for row in metrics["top_losses"])
 
     answer = client.get(f"/api/v1/models/{model_id}/predictions?sort=loss&limit=10",

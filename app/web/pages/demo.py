@@ -34,4 +34,5 @@ def demo_page(request: Request, slug: str, session: SessionDep, storage: Storage
                   examples=[(i, image.label.name if image.label else "")
                             for i, image in enumerate(examples)],
                   threshold=predictions.unknown_threshold(deployment=deployment, model=model),
+                  unknown_score=deployments.unknown_score(model),
                   csrf_token=user_session.csrf_token if user_session else "")
