@@ -13,12 +13,19 @@ from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 SLUG_PATTERN = r"[a-z0-9][a-z0-9\-]{1,62}"
 SLUG_RULE = "a slug is 2 to 63 lowercase letters, digits or dashes, starting with a letter or digit"
 PROBABILITY = "max_probability"  # the unknown score of versions without a feature bank
+MODEL_FILES = ("weights.safetensors", "model.json", "model.onnx")
+BANK_FILES = ("features.npy",)  # versions trained with a feature bank (app.ml.novelty)
 
 
 def unknown_score(model: ModelVersion) -> str:
     """What "none of these" (and a deployment's threshold) looks at: the familiarity with the
     training photos (versions trained with a feature bank), else the top probability."""
     return FAMILIARITY if (model.metrics or {}).get("unknown_score") == FAMILIARITY else PROBABILITY
+
+
+def model_files(model: ModelVersion) -> tuple[str, ...]:
+    """The files a model version has: the bank only where "none of these" uses one."""
+    return MODEL_FILES + BANK_FILES if unknown_score(model) == FAMILIARITY else MODEL_FILES
 
 
 def list_models(*, session: Session, project: Project) -> list[ModelVersion]:

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.models import Image, Job, ModelVersion, PredictionLog, utcnow
 from app.services import jobs
+from app.services.deployments import model_files
 from app.storage import LocalStorage, Storage, StorageError, copy_all
 
 log = logging.getLogger(__name__)
-MODEL_FILES = ("weights.safetensors", "model.json", "model.onnx")
 BACKUP_DATABASE = {"sqlite": "database.sqlite3", "postgresql": "database.pgdump"}
 
 
@@ -61,10 +61,11 @@ def check(*, session: Session, storage: Storage, settings: Settings, repair: boo
             if repair:
                 session.delete(session.get(Image, image_id))
                 report.repaired.append(f"dropped image {image_id} (its file {key} is gone)")
-    for prefix in session.scalars(select(ModelVersion.storage_prefix)):
+    for model in session.scalars(select(ModelVersion)):
+        prefix = model.storage_prefix
         if not prefix:
             continue  # a training is exporting it right now
-        for name in MODEL_FILES:
+        for name in model_files(model):
             key = f"{prefix}/{name}"
             wanted.add(key)
             if key not in stored:

@@ -18,14 +18,6 @@ from app.web.deps import (
 from app.web.files import file_response
 
 router = APIRouter(prefix="/api/v1")
-MODEL_FILES = ("weights.safetensors", "model.json", "model.onnx")
-BANK_FILES = ("features.npy",)  # versions trained with a feature bank (app.ml.novelty)
-
-
-def model_files(model: ModelVersion) -> tuple[str, ...]:
-    """The files a model version has: the bank only where "none of these" uses one."""
-    banked = deployments.unknown_score(model) == deployments.FAMILIARITY
-    return MODEL_FILES + BANK_FILES if banked else MODEL_FILES
 
 
 def model_out(model: ModelVersion, *, full: bool = False) -> dict:
@@ -39,7 +31,8 @@ def model_out(model: ModelVersion, *, full: bool = False) -> dict:
         "labels": model.labels,
         "error_rate": metrics.get("error_rate"),
         "created_at": model.created_at.isoformat(),
-        "files": {name: f"/api/v1/models/{model.id}/files/{name}" for name in model_files(model)},
+        "files": {name: f"/api/v1/models/{model.id}/files/{name}" for name in
+                  deployments.model_files(model)},
     }
     if full:
         out["metrics"] = metrics
@@ -80,8 +73,9 @@ def get_model(model_id: int, session: SessionDep, user: UserDep):
 def model_file(model_id: int, name: str, session: SessionDep, user: UserDep,
                storage: StorageDep):
     model = deployments.get_model(session=session, owner=user, model_id=model_id)
-    if name not in model_files(model):
-        raise HTTPException(404, f"no file {name!r}; files are {', '.join(model_files(model))}")
+    files = deployments.model_files(model)
+    if name not in files:
+        raise HTTPException(404, f"no file {name!r}; files are {', '.join(files)}")
     return file_response(storage, f"{model.storage_prefix}/{name}", filename=name)
 
 
