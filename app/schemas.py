@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from app.ml.recipe import FROZEN_EPOCHS, RECIPE_FIELDS, RecipeField
 from app.services.accounts import MIN_PASSWORD_CHARS
 from app.services.auth import MAX_PASSWORD_CHARS
-from app.services.curation import MAX_BULK
 from app.services.catalog import IMAGE_STATUSES
+from app.services.curation import MAX_BULK
 from app.services.deployments import FAMILIARITY, PROBABILITY, SLUG_PATTERN
 from app.services.gathering import MAX_IMAGES, MAX_URLS
 from app.services.projects import MAX_NAME
