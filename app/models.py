@@ -136,6 +136,21 @@ class Image(Base):
     label: Mapped[Label | None] = relationship()
 
 
+class ImageEvent(Base):
+    """One change a person made to an image (its label or status), for its history."""
+
+    __tablename__ = "image_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "label" or "status"
+    # Label names (None: unlabelled) or statuses as they were then: a label renamed later
+    # keeps its old name here.
+    before: Mapped[str | None] = mapped_column(String(200), default=None)
+    after: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Job(Base):
     __tablename__ = "job"
 
@@ -212,10 +227,34 @@ class SearchResult(Base):
     title: Mapped[str | None] = mapped_column(Text, default=None)
     provider: Mapped[str] = mapped_column(String(50))
     query: Mapped[str] = mapped_column(String(500))
+    # The licence filter the search asked for (search.LICENCES), or None for any licence.
+    licence: Mapped[str | None] = mapped_column(String(100), default=None)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     image_id: Mapped[int | None] = mapped_column(ForeignKey("image.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UploadRecord(Base):
+    """One upload to a project (the requests of one Upload click, or an import): what was
+    added, how many were duplicates, each rejected file with its reason; shown on the project
+    page until a person dismisses it, and on the Failed page for good."""
+
+    __tablename__ = "upload_record"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    source: Mapped[str] = mapped_column(String(16), default="upload")  # or "import"
+    label: Mapped[str | None] = mapped_column(String(200), default=None)  # the chosen label
+    files: Mapped[int] = mapped_column(Integer, default=0)  # images and zip members seen
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)  # filename, reason
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    dismissed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class ImagePrediction(Base):
