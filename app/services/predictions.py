@@ -32,20 +32,8 @@ async def predict(*, serving: Serving, deployment: Deployment, images: list[byte
     """Answers for `images` from the deployment's current model version, logged."""
     started = time.perf_counter()
     model = deployment.model
-    batcher = serving.batcher(model.id)
-    batcher.incoming += 1
-    try:
-        classifier, inputs = await asyncio.get_running_loop().run_in_executor(
-            serving.decoder, _prepare, serving, model, images)
-    finally:
-        batcher.incoming -= 1
-    probs, familiar = classifier.split(await batcher.submit(classifier, inputs))
-    threshold = unknown_threshold(deployment=deployment, model=model)
-    score = unknown_score(model)
-    answers = [shape_answer(labels=classifier.labels, row=row, model_id=model.id,
-                            threshold=threshold, top_k=top_k, score=score,
-                            familiarity=None if familiar is None else float(familiar[i]))
-               for i, row in enumerate(probs)]
+    answers = await _answers(serving=serving, model=model, images=images, top_k=top_k,
+                             threshold=unknown_threshold(deployment=deployment, model=model))
     latency_ms = (time.perf_counter() - started) * 1000 / len(images)
     serving.record([
         LogEntry(deployment_id=deployment.id, model_id=model.id, label=a["label"],
@@ -56,15 +44,41 @@ async def predict(*, serving: Serving, deployment: Deployment, images: list[byte
     return answers
 
 
+async def try_model(*, serving: Serving, model: ModelVersion, images: list[bytes],
+                    top_k: int | None) -> list[dict]:
+    """Answers from a model version that may not be deployed (its owner trying it), with the
+    threshold calibrated at training time; the same decoding, limits and batcher as a
+    deployment's, and nothing logged."""
+    return await _answers(serving=serving, model=model, images=images, top_k=top_k,
+                          threshold=calibrated_threshold(model))
+
+
+async def _answers(*, serving: Serving, model: ModelVersion, images: list[bytes],
+                   top_k: int | None, threshold: float | None) -> list[dict]:
+    batcher = serving.batcher(model.id)
+    batcher.incoming += 1
+    try:
+        classifier, inputs = await asyncio.get_running_loop().run_in_executor(
+            serving.decoder, _prepare, serving, model, images)
+    finally:
+        batcher.incoming -= 1
+    probs, familiar = classifier.split(await batcher.submit(classifier, inputs))
+    score = unknown_score(model)
+    return [shape_answer(labels=classifier.labels, row=row, model_id=model.id,
+                         threshold=threshold, top_k=top_k, score=score,
+                         familiarity=None if familiar is None else float(familiar[i]))
+            for i, row in enumerate(probs)]
+
+
 def _prepare(serving: Serving, model: ModelVersion,
              images: list[bytes]) -> tuple[Classifier, np.ndarray]:
     try:
         classifier = serving.cache.get(model)
     except (ModelLoadError, StorageError) as exc:
-        log.error("model %s of a deployment cannot be loaded: %s", model.id, exc)
+        log.error("model %s cannot be loaded: %s", model.id, exc)
         raise UnavailableError(
-            f"model {model.id} of this deployment cannot be loaded (its files in the store "
-            "are missing or damaged); its owner can switch the deployment to another model "
+            f"model {model.id} cannot be loaded (its files in the store are missing or "
+            "damaged); its owner can switch a deployment to another model "
             "version, or an operator can run `kodiak check`") from exc
     draft = classifier.preprocessing.resize  # decode exactly as training did
     budget = PixelBudget(serving.pixels_per_request)  # one call: one request's images
@@ -89,6 +103,11 @@ def unknown_threshold(*, deployment: Deployment, model: ModelVersion) -> float |
     Either applies to the model's unknown score (`unknown_score`)."""
     if deployment.threshold is not None:
         return deployment.threshold
+    return calibrated_threshold(model)
+
+
+def calibrated_threshold(model: ModelVersion) -> float | None:
+    """The unknown-score threshold calibrated when the version was trained, if any."""
     value = (model.metrics or {}).get("unknown_threshold")
     return float(value) if isinstance(value, int | float) else None
 

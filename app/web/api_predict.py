@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.config import Settings
-from app.models import Deployment, User
+from app.models import Deployment, ModelVersion, User
 from app.schemas import PredictionOut, PredictionsOut, PredictJson
 from app.services import deployments, predictions
 from app.services.errors import InvalidInputError, NotFoundError
@@ -144,6 +144,29 @@ async def predict_batch(slug: str, request: Request, session: SessionDep,
     """Classify up to 64 images sent as multipart `files`, in order."""
     answers = await _predict(request, slug, session, user, serving, top_k, batch=True)
     return {"predictions": answers}
+
+
+@router.post("/models/{model_id}/predict", openapi_extra=PREDICT_BODY,
+             responses={200: {"model": PredictionOut, "description": "The prediction"}})
+async def try_model(model_id: int, request: Request, session: SessionDep, user: UserDep,
+                    serving: ServingDep, top_k: TopK = None):
+    """Classify one image with a model version of your own, deployed or not (its owner trying
+    it): the same inputs, limits and answer as a deployment's, with the threshold calibrated
+    at training time; nothing is logged."""
+    def owned() -> ModelVersion:
+        model = deployments.get_model(session=session, owner=user, model_id=model_id)
+        session.commit()  # hand the connection back to the pool while the model works
+        return model
+
+    model = await run_in_threadpool(owned)
+    request.app.state.predict_limits.check(request, user, 1)  # before decoding
+    images, _ = await _read_inputs(request, serving, batch=False)
+    try:
+        answers = await predictions.try_model(serving=serving, model=model, images=images,
+                                              top_k=top_k)
+    except InvalidInputError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return answers[0]
 
 
 @router.get("/deployments/{slug}/log-summary")

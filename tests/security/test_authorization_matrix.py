@@ -164,6 +164,7 @@ BODIES: dict[tuple[str, str], Callable[[World], dict]] = {
         "data": {"model_id": w.ids["model_id"], "public": "false"}},
     ("POST", "/api/v1/predict/{slug}"): lambda w: _image("file"),
     ("POST", "/api/v1/predict/{slug}/batch"): lambda w: _image("files"),
+    ("POST", "/api/v1/models/{model_id}/predict"): lambda w: _image("file"),
 }
 SAFE = ("GET", "HEAD", "OPTIONS")
 
