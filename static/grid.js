@@ -64,6 +64,11 @@ document.getElementById("toolbar").addEventListener("click", (e) => {
   else if (button.dataset.command === "select-all") { tiles().forEach((t) => setSelected(t, true)); update(); }
   else if (button.dataset.command === "clear") { tiles().forEach((t) => setSelected(t, false)); update(); }
   else if (button.dataset.command === "undo") undo(projectId).catch((err) => toast(err.message));
+  else if (button.dataset.command === "similar") {
+    const first = selected()[0];
+    if (!first) return toast("Select a photo first: Find similar shows its nearest look-alikes in the inbox.");
+    location.href = `/projects/${projectId}/inbox?similar=${first.dataset.id}`;
+  }
 });
 
 document.addEventListener("keydown", (e) => {

@@ -89,9 +89,10 @@ function fromFileList(files) {
 async function upload(items) {
   if (!items.length) return (status.textContent = "No images or zips found in what was dropped.");
   const chosen = form.label.value;
+  const inbox = form.label.selectedOptions[0]?.hasAttribute("data-inbox");  // folder names ignored
   const groups = new Map();
   for (const { file, label } of items) {
-    const key = chosen || label || "";
+    const key = inbox ? "" : chosen || label || "";
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(file);
   }
