@@ -13,8 +13,10 @@ from app.services.curation import MAX_BULK
 from app.services.deployments import FAMILIARITY, PROBABILITY, SLUG_PATTERN
 from app.services.gathering import MAX_IMAGES, MAX_URLS
 from app.services.projects import MAX_NAME
+from app.services.search import LICENCES
 
 ImageStatus = Literal[IMAGE_STATUSES]  # type: ignore[valid-type]
+Licence = Literal[tuple(LICENCES)]  # type: ignore[valid-type]
 
 
 class Strict(BaseModel):
@@ -89,6 +91,10 @@ class SearchIn(Strict):
     query: str | None = Field(default=None, max_length=500)
     max_images: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
     provider: str | None = Field(default=None, max_length=50)
+    licence: Licence | None = Field(
+        default=None, description="only images published under this licence: "
+        + "; ".join(f"{key}: {text}" for key, text in LICENCES.items())
+        + " (omitted: any licence, unknown for each image)")
 
 
 class UrlImportIn(Strict):

@@ -1,10 +1,10 @@
 """A project's images as people browse and edit them: pages of the grid, one image, a
 relabel or exclusion, near-duplicate groups."""
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from app.models import Image, Project, User, utcnow
+from app.models import Image, ImageEvent, Project, SearchResult, User, utcnow
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import find_label
 
@@ -17,12 +17,14 @@ SORTS = {
 
 def duplicate_groups(*, session: Session, project: Project, limit: int = 200
                      ) -> list[list[Image]]:
-    """The project's near-duplicate groups (two or more images each), largest first."""
+    """The project's unresolved near-duplicate groups (two or more active images each; the
+    excluded ones shown with them), largest first. A group where a person kept one is gone."""
     size = func.count(Image.id)
+    active = func.sum(case((Image.status == "active", 1), else_=0))
     names = list(session.scalars(
         select(Image.duplicate_group)
         .where(Image.project_id == project.id, Image.duplicate_group.is_not(None))
-        .group_by(Image.duplicate_group).having(size > 1)
+        .group_by(Image.duplicate_group).having(active > 1)
         .order_by(size.desc(), func.min(Image.id)).limit(limit)
     ))
     by_group: dict[str, list[Image]] = {name: [] for name in names}
@@ -83,13 +85,39 @@ def update_image(
 ) -> Image:
     """Relabel or exclude/restore an image; mark it reviewed (the review queue leaves it out)
     or not."""
+    names = {row.id: row.name for row in project.labels}
     if label is not None:
-        image.label_id = find_label(project=project, name=label).id
+        new_label = find_label(project=project, name=label).id
+        if new_label != image.label_id:
+            record_change(session=session, image=image, kind="label",
+                          before=names.get(image.label_id), after=names[new_label])
+        image.label_id = new_label
     if status is not None:
         if status not in IMAGE_STATUSES:
             raise InvalidInputError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
+        if status != image.status:
+            record_change(session=session, image=image, kind="status", before=image.status,
+                          after=status)
         image.status = status
     if reviewed is not None:
         image.reviewed_at = (image.reviewed_at or utcnow()) if reviewed else None
     session.flush()
     return image
+
+
+def record_change(*, session: Session, image: Image, kind: str, before: str | None,
+                  after: str | None) -> None:
+    """Keep one label or status change in the image's history (written with the change)."""
+    session.add(ImageEvent(image_id=image.id, kind=kind, before=before, after=after))
+
+
+def image_history(*, session: Session, image: Image) -> list[ImageEvent]:
+    """The changes people made to an image's label and status, oldest first."""
+    return list(session.scalars(
+        select(ImageEvent).where(ImageEvent.image_id == image.id).order_by(ImageEvent.id)))
+
+
+def image_search_result(*, session: Session, image: Image) -> SearchResult | None:
+    """The search result this image was filed from (its job and licence filter), if any."""
+    return session.scalar(select(SearchResult).where(SearchResult.image_id == image.id)
+                          .order_by(SearchResult.id).limit(1))

@@ -16,7 +16,7 @@ from app.models import (
     SearchResult,
     utcnow,
 )
-from app.services.catalog import IMAGE_STATUSES
+from app.services.catalog import IMAGE_STATUSES, record_change
 from app.services.errors import InvalidInputError, NotFoundError
 from app.services.projects import find_label
 from app.storage import Storage, StorageError
@@ -69,6 +69,12 @@ def bulk_update(
             continue
         before.setdefault((names.get(image.label_id), image.status, was_reviewed),
                           []).append(image.id)
+        if new_label != image.label_id:
+            record_change(session=session, image=image, kind="label",
+                          before=names.get(image.label_id), after=names.get(new_label))
+        if new_status != image.status:
+            record_change(session=session, image=image, kind="status", before=image.status,
+                          after=new_status)
         image.label_id, image.status = new_label, new_status
         if new_reviewed != was_reviewed:
             image.reviewed_at = now if new_reviewed else None

@@ -90,20 +90,22 @@ def _store_url_list(*, factory, settings: Settings, job: Job, reporter: JobRepor
     if job.kind == "search":
         provider = search.get_provider(params["provider"], settings)
         reporter.progress(0.0, f"searching {params['provider']} for {params['query']!r}")
+        licence = params.get("licence")
         hits = provider.search(params["query"], max_results=params["max_images"],
-                               wait=_cancellable_wait(reporter))
+                               wait=_cancellable_wait(reporter),
+                               **({"licence": licence} if licence else {}))
         rows = [(hit.image_url, hit.page_url, hit.title) for hit in hits]
         provider_name, query = params["provider"], params["query"]
     else:
         rows = [(url, None, None) for url in params["urls"]]
-        provider_name, query = "url", ""
+        provider_name, query, licence = "url", "", None
     rows = list({url[:8000]: (url[:8000], page, title) for url, page, title in rows}.values())
     with session_scope(factory) as session:
         session.add_all(
             SearchResult(job_id=job.id, project_id=job.project_id,
                          label_id=params.get("label_id"), position=i, image_url=url,
                          page_url=page, title=title, provider=provider_name[:50],
-                         query=query[:500])
+                         query=query[:500], licence=licence)
             for i, (url, page, title) in enumerate(rows)
         )
     reporter.update_detail(found=len(rows))
@@ -271,7 +273,8 @@ def _file_batch(*, factory, storage: Storage, job: Job, batch: list,
                 continue
             upload.provenance = {"image_url": row.image_url, "page_url": row.page_url,
                                  "title": row.title, "provider": row.provider,
-                                 "query": row.query or None}
+                                 "query": row.query or None,
+                                 "licence": search.licence_text(row.licence)}
             uploads.append(upload)
         if uploads:
             try:

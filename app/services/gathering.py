@@ -30,8 +30,9 @@ def _label_for(*, session: Session, project: Project, name: str):
 
 def start_search(*, session: Session, settings: Settings, project: Project, label: str,
                  query: str | None = None, max_images: int | None = None,
-                 provider: str | None = None) -> Job:
-    """Create a search job for a label (made if missing), commit, then enqueue it."""
+                 provider: str | None = None, licence: str | None = None) -> Job:
+    """Create a search job for a label (made if missing), commit, then enqueue it; `licence`
+    (a key of search.LICENCES) keeps only images published under that licence."""
     provider = provider or settings.search_provider
     if provider not in search.PROVIDERS and provider != settings.search_provider:
         raise InvalidInputError(
@@ -40,12 +41,16 @@ def start_search(*, session: Session, settings: Settings, project: Project, labe
     max_images = max_images or settings.search_max_images
     if not 1 <= max_images <= MAX_IMAGES:
         raise InvalidInputError(f"max_images must be between 1 and {MAX_IMAGES}")
+    if licence and licence not in search.LICENCES:
+        raise InvalidInputError(
+            f"unknown licence {licence!r}; use one of {', '.join(search.LICENCES)}, or none "
+            "for any licence")
     row = _label_for(session=session, project=project, name=label)
     query = " ".join((query or row.query or row.name).split())[:500]
     if not query:
         raise InvalidInputError("query must not be empty")
     params = {"label": row.name, "label_id": row.id, "query": query,
-              "max_images": max_images, "provider": provider}
+              "max_images": max_images, "provider": provider, "licence": licence or None}
     return _enqueue(session=session, settings=settings, project=project, kind="search",
                     params=params)
 

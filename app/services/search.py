@@ -3,6 +3,7 @@
 A provider is any object with a `name` and `search(query, *, max_results, wait)`; PROVIDERS
 maps a name to a factory taking the settings. `wait(seconds, message)` is how a provider
 pauses between retries: the job passes one that reports the message and can be cancelled.
+A search restricted to a licence (one of LICENCES) also passes `licence=`.
 """
 
 import logging
@@ -23,6 +24,25 @@ class Hit:
     title: str | None = None
 
 
+# The licence filters DuckDuckGo's image search offers (ddgs `images(license_image=...)`,
+# Bing's filter underneath), in words. No filter: any licence, unknown for each image.
+LICENCES = {
+    "any": "Creative Commons (any)",
+    "Public": "public domain",
+    "Share": "free to share and use",
+    "ShareCommercially": "free to share and use commercially",
+    "Modify": "free to modify, share and use",
+    "ModifyCommercially": "free to modify, share and use commercially",
+}
+
+
+def licence_text(licence: str | None) -> str | None:
+    """What a stored licence filter means, for a person and the export (None: unknown)."""
+    if not licence:
+        return None
+    return f"{LICENCES.get(licence, licence)} (search filter: {licence})"
+
+
 class SearchFailed(Exception):
     """The provider gave no results after its retries; str(exc) says why, for a person."""
 
@@ -41,7 +61,8 @@ _UNREACHABLE_SIGNS = ("dnserror", "dns error", "error resolving dns", "connecter
 class Provider(Protocol):
     name: str
 
-    def search(self, query: str, *, max_results: int, wait: Wait) -> list[Hit]: ...
+    def search(self, query: str, *, max_results: int, wait: Wait,
+               licence: str | None = None) -> list[Hit]: ...
 
 
 def sleep_wait(seconds: float, message: str) -> None:
@@ -108,11 +129,13 @@ class DuckDuckGoProvider:
         self.max_delay = max_delay
         self.rng = rng or random.Random()
 
-    def search(self, query: str, *, max_results: int, wait: Wait = sleep_wait) -> list[Hit]:
-        """Up to max_results distinct image URLs for `query`, page by page."""
+    def search(self, query: str, *, max_results: int, wait: Wait = sleep_wait,
+               licence: str | None = None) -> list[Hit]:
+        """Up to max_results distinct image URLs for `query`, page by page, only images
+        published under `licence` (a key of LICENCES) when one is given."""
         hits: dict[str, Hit] = {}
         for page in range(1, self.max_pages + 1):
-            rows = self._page(query, page=page, wait=wait, have=len(hits))
+            rows = self._page(query, page=page, wait=wait, have=len(hits), licence=licence)
             new = 0
             for row in rows:
                 hit = _hit(row)
@@ -125,13 +148,15 @@ class DuckDuckGoProvider:
                 break
         return list(hits.values())
 
-    def _page(self, query: str, *, page: int, wait: Wait, have: int) -> list[dict]:
+    def _page(self, query: str, *, page: int, wait: Wait, have: int,
+              licence: str | None = None) -> list[dict]:
         """One page of raw results; [] at the end of the results; retried with backoff."""
+        extra = {"license_image": licence} if licence else {}
         for attempt in range(self.attempts):
             try:
                 return list(self.make_ddgs().images(
                     query, max_results=self.per_page, page=page, backend="duckduckgo",
-                    safesearch="moderate",
+                    safesearch="moderate", **extra,
                 ) or [])
             except Exception as exc:  # ddgs raises DDGSException, TimeoutException and others
                 if is_end_of_results(exc):

@@ -70,6 +70,7 @@ def image_out(image: Image) -> dict:
         "title": image.title,
         "provider": image.provider,
         "query": image.query,
+        "licence": image.licence,
         "created_at": image.created_at.isoformat(),
         "reviewed_at": image.reviewed_at.isoformat() if image.reviewed_at else None,
         "file_url": f"/api/v1/images/{image.id}/file",

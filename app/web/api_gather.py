@@ -20,6 +20,7 @@ def search_result_out(row: SearchResult) -> dict:
         "title": row.title,
         "provider": row.provider,
         "query": row.query,
+        "licence": row.licence,
         "status": row.status,
         "reason": row.reason,
         "image_id": row.image_id,
@@ -31,7 +32,8 @@ def start_search(body: SearchIn, project: ProjectDep, session: SessionDep,
                  settings: SettingsDep):
     job = gathering.start_search(session=session, settings=settings, project=project,
                                  label=body.label, query=body.query,
-                                 max_images=body.max_images, provider=body.provider)
+                                 max_images=body.max_images, provider=body.provider,
+                                 licence=body.licence)
     return jobs.job_view(job)
 
 

@@ -1,6 +1,9 @@
 """Search and URL-import jobs in process: filing with provenance, reasons, redelivery, cancel."""
 
+import csv
+import io
 import random
+import zipfile
 
 import pytest
 from ddgs.exceptions import DDGSException
@@ -8,7 +11,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import Image, Job, SearchResult
-from app.services import auth, gather_pipeline, gathering, projects, search
+from app.services import auth, exports, gather_pipeline, gathering, projects, search
 from app.services.jobs import JobReporter
 from app.services.search import DuckDuckGoProvider
 from tests.gather import cases
@@ -20,10 +23,11 @@ class ListProvider:
     name = "loopback"
 
     def __init__(self, hits, on_search=None) -> None:
-        self.hits, self.on_search, self.calls = hits, on_search, 0
+        self.hits, self.on_search, self.calls, self.licences = hits, on_search, 0, []
 
-    def search(self, query, *, max_results, wait):
+    def search(self, query, *, max_results, wait, licence=None):
         self.calls += 1
+        self.licences.append(licence)
         if self.on_search:
             self.on_search()
         return self.hits[:max_results]
@@ -102,6 +106,36 @@ def test_search_files_every_good_image_once_with_provenance(
     for path, reason in {**cases.REJECTED, **cases.FAILED}.items():
         row = rows[path.lstrip("/")]
         assert row.status in ("rejected", "failed") and row.reason.startswith(reason), row.reason
+
+
+def test_a_licence_filter_is_asked_for_kept_on_each_image_and_exported(
+    factory, storage, settings, project_id, provider, photo_server
+):
+    job = run(factory, storage, settings,
+              start(factory, settings, query="black bear", licence="ShareCommercially"))
+    assert job.status == "succeeded", job.error
+    assert provider.licences == ["ShareCommercially"]
+    with factory() as session:
+        assert {r.licence for r in session.scalars(select(SearchResult))} == {
+            "ShareCommercially"}
+        images = list(session.scalars(select(Image)))
+        assert {i.licence for i in images} == {
+            "free to share and use commercially (search filter: ShareCommercially)"}
+        project = session.get(projects.Project, project_id)
+        archive = zipfile.ZipFile(exports.export_dataset(session=session, storage=storage,
+                                                         project=project))
+    rows = list(csv.DictReader(io.StringIO(archive.read("provenance.csv").decode())))
+    assert len(rows) == len(images) and {r["licence"] for r in rows} == {
+        "free to share and use commercially (search filter: ShareCommercially)"}
+
+
+def test_a_search_without_a_licence_filter_leaves_the_licence_unknown(
+    factory, storage, settings, project_id, provider, photo_server
+):
+    assert run(factory, storage, settings, start(factory, settings)).status == "succeeded"
+    assert provider.licences == [None]
+    with factory() as session:
+        assert {i.licence for i in session.scalars(select(Image))} == {None}
 
 
 def test_a_redelivered_job_never_searches_again_and_resumes(

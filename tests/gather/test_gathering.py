@@ -4,7 +4,7 @@ import pytest
 
 from app.models import Job, User
 from app.services import auth, gathering, jobs, projects
-from app.services.errors import NotFoundError
+from app.services.errors import InvalidInputError, NotFoundError
 
 
 @pytest.fixture
@@ -49,6 +49,17 @@ def test_a_search_makes_its_label_and_queries_the_label_unless_told(session, set
     assert default.params["provider"] == settings.search_provider
     assert told.params["query"] == "teddy bear" and told.params["max_images"] == 7
     assert sorted(label.name for label in project.labels) == ["black", "grizzly", "teddy"]
+
+
+def test_a_search_takes_a_known_licence_filter_only(session, settings, project):
+    job = gathering.start_search(session=session, settings=settings, project=project,
+                                 label="black", licence="Public")
+    assert job.params["licence"] == "Public"
+    assert gathering.start_search(session=session, settings=settings, project=project,
+                                  label="black", licence="").params["licence"] is None
+    with pytest.raises(InvalidInputError, match="unknown licence"):
+        gathering.start_search(session=session, settings=settings, project=project,
+                               label="black", licence="cc-by-sa")
 
 
 def test_results_are_listed_only_for_gathering_jobs_of_the_project(session, settings,

@@ -3,9 +3,16 @@
 import random
 
 import pytest
+from ddgs import cli as ddgs_cli
 from ddgs.exceptions import DDGSException, TimeoutException
 
-from app.services.search import DuckDuckGoProvider, SearchFailed, backoff_delay, get_provider
+from app.services.search import (
+    LICENCES,
+    DuckDuckGoProvider,
+    SearchFailed,
+    backoff_delay,
+    get_provider,
+)
 
 
 class FakeDDGS:
@@ -51,6 +58,20 @@ def test_pages_until_max_results_with_provenance():
     assert [c["page"] for c in fake.calls] == [1, 2, 3]
     assert all(c["query"] == "grizzly bear" for c in fake.calls)
     assert hits[0].page_url == "https://page.example/0" and hits[0].title == "bear 0"
+
+
+def test_a_licence_filter_reaches_ddgs_on_every_page_and_none_asks_for_any():
+    fake = FakeDDGS([rows(0, 100), rows(100, 100)])
+    provider(fake).search("bear", max_results=150, wait=Waits(), licence="Modify")
+    assert [c["license_image"] for c in fake.calls] == ["Modify", "Modify"]
+    plain = FakeDDGS([rows(0, 10)])
+    provider(plain).search("bear", max_results=5, wait=Waits())
+    assert "license_image" not in plain.calls[0]
+
+
+def test_the_offered_licences_are_those_the_installed_ddgs_knows():
+    option = next(p for p in ddgs_cli.images.params if p.name == "license_image")
+    assert set(LICENCES) == set(option.type.choices)
 
 
 def test_stops_at_the_end_of_results_and_skips_repeats_and_junk():

@@ -120,3 +120,35 @@ def test_thumbnail_is_small_and_cached(session, storage, project):
         assert min(thumb.size) == 160 and thumb.format == "JPEG"
     storage.put(key, b"cached")
     assert storage.read(curation.thumbnail(storage=storage, image=image, size=160)) == b"cached"
+
+
+def test_a_group_where_a_person_kept_one_leaves_the_duplicates(session, project):
+    black = ids_of(session, project, "black")
+    for image_id in black:
+        session.get(Image, image_id).duplicate_group = "g1"
+    session.flush()
+    curation.bulk_update(session=session, project=project, image_ids=[black[0]],
+                         status="excluded")
+    groups = catalog.duplicate_groups(session=session, project=project)
+    assert [[i.id for i in g] for g in groups] == [black]  # two still active: still a group
+    curation.bulk_update(session=session, project=project, image_ids=[black[1]],
+                         status="excluded")
+    assert catalog.duplicate_groups(session=session, project=project) == []
+
+
+def test_label_history_records_patch_bulk_and_undo(session, project):
+    image = session.get(Image, ids_of(session, project, "black")[0])
+    assert catalog.image_history(session=session, image=image) == []
+    catalog.update_image(session=session, project=project, image=image, label="grizzly",
+                         status=None)
+    catalog.update_image(session=session, project=project, image=image, label="grizzly",
+                         status=None)  # no change, no entry
+    done = curation.bulk_update(session=session, project=project, image_ids=[image.id],
+                                label="black", status="excluded")
+    for batch in done["undo"]["batches"]:
+        curation.bulk_update(session=session, project=project, **batch)
+    history = [(e.kind, e.before, e.after)
+               for e in catalog.image_history(session=session, image=image)]
+    assert history == [("label", "black", "grizzly"),
+                       ("label", "grizzly", "black"), ("status", "active", "excluded"),
+                       ("label", "black", "grizzly"), ("status", "excluded", "active")]
