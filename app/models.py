@@ -248,7 +248,6 @@ class UploadRecord(Base):
     )
     source: Mapped[str] = mapped_column(String(16), default="upload")  # or "import"
     label: Mapped[str | None] = mapped_column(String(200), default=None)  # the chosen label
-    files: Mapped[int] = mapped_column(Integer, default=0)  # images and zip members seen
     added: Mapped[int] = mapped_column(Integer, default=0)
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)  # filename, reason

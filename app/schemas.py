@@ -86,6 +86,10 @@ class BulkIn(Strict):
     reviewed: bool | None = Field(default=None, description=REVIEWED)
 
 
+class UploadDismissIn(Strict):
+    upload_ids: list[int] = Field(min_length=1, max_length=MAX_BULK)
+
+
 class SearchIn(Strict):
     label: str = Field(min_length=1, max_length=MAX_NAME)
     query: str | None = Field(default=None, max_length=500)

@@ -60,15 +60,25 @@ urlForm.addEventListener("submit", async (e) => {
   }
 });
 
-// Upload: files keep the chosen label; files inside a dropped or chosen folder take the folder's name.
+// Upload: files keep the chosen label; files inside a dropped or chosen folder take the folder's
+// name. One Upload click is one record of the upload history (the batches name it by upload_id);
+// the page shows bytes sent and files filed while it runs, then reloads onto the history.
 const form = document.getElementById("upload-form");
 const status = document.getElementById("upload-status");
 const drop = document.getElementById("drop");
+const button = document.getElementById("upload-button");
+const bar = document.getElementById("upload-progress");
+const chosenNote = document.getElementById("upload-chosen");
+const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+let folderItems = [];  // a chosen folder waits for the Upload click, as chosen files do
+let skipped = 0;  // files of a folder that are neither images nor zips
+let busy = false;
 
 async function walk(entry, folder, out) {
   if (entry.isFile) {
     const file = await new Promise((ok, fail) => entry.file(ok, fail));
     if (IMAGE.test(file.name)) out.push({ file, label: folder });
+    else skipped += 1;
   } else if (entry.isDirectory) {
     const reader = entry.createReader();
     let batch;
@@ -79,57 +89,130 @@ async function walk(entry, folder, out) {
   }
 }
 
-function fromFileList(files) {
-  return [...files].filter((f) => IMAGE.test(f.name)).map((file) => {
+// Files chosen one by one all go (the server says why it refuses one); a folder's other files
+// (notes, .DS_Store) are skipped and counted.
+function fromFileList(files, { folder = false } = {}) {
+  const all = [...files];
+  const kept = folder ? all.filter((f) => IMAGE.test(f.name)) : all;
+  if (folder) skipped += all.length - kept.length;
+  return kept.map((file) => {
     const parts = (file.webkitRelativePath || "").split("/");
     return { file, label: parts.length > 1 ? parts[parts.length - 2] : "" };
   });
 }
 
+const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+// One batch as multipart, by XHR: fetch cannot report bytes sent.
+function post(body, onSent) {
+  return new Promise((ok, fail) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/api/v1/projects/${projectId}/images`);
+    xhr.setRequestHeader("X-CSRF-Token", csrf);
+    xhr.responseType = "json";
+    xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) onSent(e.loaded / e.total); });
+    xhr.addEventListener("load", () => (xhr.status < 300 ? ok(xhr.response)
+      : fail(new Error(errorText(xhr.response, xhr.status)))));
+    xhr.addEventListener("error", () => fail(new Error("the connection to the server failed")));
+    xhr.send(body);
+  });
+}
+
+function showChosen() {
+  const count = form.files.files.length + folderItems.length;
+  chosenNote.textContent = count ? `${plural(count, "file")} chosen${skipped ? ` (${plural(skipped, "other file")} of the folder skipped: not images or zips)` : ""}: click Upload to send them.` : "";
+}
+
 async function upload(items) {
-  if (!items.length) return (status.textContent = "No images or zips found in what was dropped.");
+  if (!items.length) {
+    status.textContent = "Choose or drop photos, folders or zips first.";
+    return;
+  }
+  busy = true;
+  button.disabled = true;
   const chosen = form.label.value;
-  const inbox = form.label.selectedOptions[0]?.hasAttribute("data-inbox");  // folder names ignored
   const groups = new Map();
   for (const { file, label } of items) {
-    const key = inbox ? "" : chosen || label || "";
+    const key = chosen || label || "";
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(file);
   }
-  const totals = { added: 0, duplicates: 0, rejected: [] };
-  let done = 0;
+  const total = items.reduce((sum, { file }) => sum + file.size, 0) || 1;
+  const outcome = { added: 0, duplicates: 0, rejected: 0 };
+  const failures = [];
+  let sent = 0, filed = 0, uploadId = "";
+  const show = (batchSent = 0) => {
+    bar.value = Math.min(1, (sent + batchSent) / total);
+    status.textContent = `Uploading… ${mb(sent + batchSent)} of ${mb(total)} sent · ` +
+      `${filed} of ${plural(items.length, "file")} filed (${outcome.added} added, ` +
+      `${plural(outcome.duplicates, "duplicate")}, ${outcome.rejected} rejected)`;
+  };
+  bar.hidden = false;
+  show();
   for (const [label, files] of groups) {
     for (let i = 0; i < files.length; i += BATCH) {
+      const batch = files.slice(i, i + BATCH);
+      const bytes = batch.reduce((sum, f) => sum + f.size, 0);
       const body = new FormData();
       if (label) body.append("label", label);
-      for (const f of files.slice(i, i + BATCH)) body.append("files", f, f.name);
+      if (uploadId) body.append("upload_id", uploadId);
+      for (const f of batch) body.append("files", f, f.name);
       try {
-        const result = await send(`/api/v1/projects/${projectId}/images`, { form: body });
-        totals.added += result.added.length;
-        totals.duplicates += result.duplicates.length;
-        totals.rejected.push(...result.rejected.map((r) => `${r.filename}: ${r.reason}`));
+        const result = await post(body, (share) => show(share * bytes));
+        uploadId = String(result.upload_id ?? uploadId);
+        outcome.added += result.added.length;
+        outcome.duplicates += result.duplicates.length;
+        outcome.rejected += result.rejected.length;
       } catch (err) {
-        totals.rejected.push(err.message);
+        failures.push(`${plural(batch.length, "file")} (${batch[0].name}${batch.length > 1 ? " …" : ""}) not sent: ${err.message}`);
       }
-      done += Math.min(BATCH, files.length - i);
-      status.textContent = `Uploading… ${done} of ${items.length} files`;
+      sent += bytes;
+      filed += batch.length;
+      show();
     }
   }
-  status.textContent = `Added ${totals.added}, duplicates ${totals.duplicates}, rejected ${totals.rejected.length}` +
-    (totals.rejected.length ? `: ${totals.rejected.slice(0, 5).join("; ")}` : "") + ". Reloading…";
-  setTimeout(() => location.reload(), totals.rejected.length ? 4000 : 600);
+  status.textContent = `Done: ${outcome.added} added, ${plural(outcome.duplicates, "duplicate")}, ` +
+    `${outcome.rejected} rejected.`;
+  if (failures.length) {  // nothing of these reached the history: say so here, and stay
+    const list = document.createElement("ul");
+    list.className = "error";
+    list.setAttribute("role", "alert");
+    for (const failure of failures) list.append(Object.assign(document.createElement("li"), { textContent: failure }));
+    status.append(list);
+    busy = false;
+    button.disabled = false;
+    return;
+  }
+  status.textContent += " Showing the upload history…";
+  history.scrollRestoration = "manual";  // land on the history, not where the page was
+  location.hash = "uploads";
+  location.reload();
 }
 
 form.addEventListener("submit", (e) => {
   e.preventDefault();
-  upload(fromFileList(form.files.files)).catch((err) => { status.textContent = errorText({ detail: err.message }); });
+  if (busy) return;
+  const items = [...fromFileList(form.files.files), ...folderItems];
+  upload(items).catch((err) => {
+    status.textContent = errorText({ detail: err.message });
+    busy = false;
+    button.disabled = false;
+  });
 });
-document.getElementById("folder").addEventListener("change", (e) => upload(fromFileList(e.target.files)));
+form.files.addEventListener("change", showChosen);
+document.getElementById("folder").addEventListener("change", (e) => {
+  skipped = 0;
+  folderItems = fromFileList(e.target.files, { folder: true });
+  showChosen();
+});
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", async (e) => {
   e.preventDefault();
   drop.classList.remove("over");
+  if (busy) return;
+  skipped = 0;
   const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
   const items = [];
   if (entries.length) for (const entry of entries) await walk(entry, "", items);

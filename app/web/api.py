@@ -17,7 +17,7 @@ from app.schemas import (
     SessionIn,
     UserIn,
 )
-from app.services import auth, catalog, datasets, projects
+from app.services import auth, catalog, datasets, projects, upload_history
 from app.web.deps import (
     SESSION_COOKIE,
     AdminDep,
@@ -200,6 +200,9 @@ async def upload_images(
 ):
     """Images, or zips of label folders, as multipart `files` (`label`: for loose images).
 
+    The outcome is kept in the project's upload history; `upload_id` in the answer names its
+    record, and a later request that sends it (a form field) adds to the same record.
+
     The caller, CSRF and the project are checked before the body is read: the form is read
     here, not declared as File parameters (FastAPI parses those before the dependencies).
     """
@@ -213,11 +216,12 @@ async def upload_images(
         label = label if isinstance(label, str) and label.strip() else None
         uploads = [datasets.Upload(filename=f.filename or "upload", data=f.file, label=label)
                    for f in files]
-        result = await run_in_threadpool(
-            lambda: datasets.upload_images(session=session, storage=storage, project=project,
-                                           uploads=uploads,
-                                           limits=datasets.Limits.from_settings(settings)))
-    return result.as_dict()
+        upload_id = upload_history.record_id(form.get("upload_id"))
+        result, record = await run_in_threadpool(
+            lambda: upload_history.upload_images(
+                session=session, storage=storage, project=project, uploads=uploads,
+                limits=datasets.Limits.from_settings(settings), upload_id=upload_id))
+    return {**result.as_dict(), "upload_id": record.id}
 
 
 @router.get("/projects/{project_id}/images")

@@ -7,8 +7,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.schemas import BulkIn
-from app.services import catalog, curation, datasets, exports
+from app.schemas import BulkIn, UploadDismissIn
+from app.services import catalog, curation, datasets, exports, upload_history
 from app.web.deps import ProjectDep, SessionDep, SettingsDep, StorageDep, UserDep
 from app.web.files import file_response
 from app.web.limits import UPLOAD_BODY
@@ -46,7 +46,32 @@ def review(project: ProjectDep, session: SessionDep, limit: int = 60, offset: in
 
 @router.get("/projects/{project_id}/failed")
 def failed(project: ProjectDep, session: SessionDep):
-    return curation.failed_verifications(session=session, project=project)
+    """Search results rejected or not downloaded (`source` "search"), then files uploads and
+    imports rejected (`source` "upload" or "import": `filename`, `upload_id`, no URLs)."""
+    searches = [{**row, "source": "search"}
+                for row in curation.failed_verifications(session=session, project=project)]
+    return searches + [
+        {"id": None, "status": "rejected", "image_url": None, "page_url": None, "title": None,
+         "provider": None, "query": None, "job_id": None, **row}
+        for row in upload_history.rejected_uploads(session=session, project=project)]
+
+
+@router.get("/projects/{project_id}/uploads")
+def list_uploads(project: ProjectDep, session: SessionDep, dismissed: bool = False):
+    """The project's upload history, newest first: uploads not dismissed yet (`dismissed`:
+    every one), each with its counts and every rejected file with its reason."""
+    return {"uploads": [upload_history.upload_out(record) for record in
+                        upload_history.list_uploads(session=session, project=project,
+                                                    dismissed=dismissed)]}
+
+
+@router.post("/projects/{project_id}/uploads/dismiss")
+def dismiss_uploads(body: UploadDismissIn, project: ProjectDep, session: SessionDep):
+    """Hide uploads from the project page's history (the Failed page keeps their rejections)."""
+    dismissed = upload_history.dismiss_uploads(session=session, project=project,
+                                               upload_ids=body.upload_ids)
+    session.commit()
+    return {"dismissed": dismissed}
 
 
 @router.get("/images/{image_id}/thumb")
@@ -85,8 +110,8 @@ async def import_zip(request: Request, project: ProjectDep, session: SessionDep,
         if not isinstance(upload, UploadFile):
             raise HTTPException(422, "send the dataset zip as `file`")
         result = await run_in_threadpool(
-            lambda: exports.import_dataset(session=session, storage=storage, project=project,
-                                           data=upload.file,
-                                           filename=upload.filename or "dataset.zip",
-                                           limits=datasets.Limits.from_settings(settings)))
+            lambda: upload_history.import_dataset(
+                session=session, storage=storage, project=project, data=upload.file,
+                filename=upload.filename or "dataset.zip",
+                limits=datasets.Limits.from_settings(settings)))
     return result.as_dict()

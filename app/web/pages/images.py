@@ -1,17 +1,19 @@
 """Dataset pages: uploads and imports, the image grid, review queue, duplicates, failures."""
 
 import math
+from typing import Annotated
 
-from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi import Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.services import catalog, curation, datasets, exports
+from app.services import catalog, curation, datasets, upload_history
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep, SettingsDep, StorageDep
 from app.web.limits import UPLOAD_BODY
 from app.web.pages.common import (
+    CsrfFormDep,
     PageProjectDep,
     SignedInDep,
     checked_form,
@@ -32,7 +34,7 @@ def summary(result: datasets.AddResult) -> str:
     notice = (f"added {len(result.added)}, duplicates {len(result.duplicates)}, "
               f"rejected {len(result.rejected)}")
     if result.rejected:
-        notice += ": " + "; ".join(f"{r['filename']}: {r['reason']}" for r in result.rejected[:5])
+        notice += " (each with its reason under “Uploads” below)"
     return notice
 
 
@@ -49,13 +51,23 @@ async def project_upload(request: Request, project: PageProjectDep, user_session
         label = str(form.get("label") or "") or None
         uploads = [datasets.Upload(filename=f.filename or "upload", data=f.file, label=label)
                    for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
-        result = await run_in_threadpool(
-            lambda: datasets.upload_images(session=session, storage=storage, project=project,
-                                           uploads=uploads,
-                                           limits=datasets.Limits.from_settings(settings)))
+        upload_id = upload_history.record_id(form.get("upload_id"))
+        result, _ = await run_in_threadpool(
+            lambda: upload_history.upload_images(
+                session=session, storage=storage, project=project, uploads=uploads,
+                limits=datasets.Limits.from_settings(settings), upload_id=upload_id))
     finally:
         await form.close()
     return redirect(f"/projects/{project.id}", notice=summary(result)[:1500])
+
+
+@router.post("/projects/{project_id}/uploads/dismiss")
+def uploads_dismiss(form: CsrfFormDep, project: PageProjectDep, session: SessionDep,
+                    upload_id: Annotated[list[int], Form()] = ()):
+    """Dismiss uploads from the project page's history (a form per upload, or all shown)."""
+    upload_history.dismiss_uploads(session=session, project=project, upload_ids=list(upload_id))
+    session.commit()
+    return RedirectResponse(f"/projects/{project.id}#uploads", status_code=303)
 
 
 @router.post("/projects/{project_id}/import", response_class=HTMLResponse,
@@ -71,9 +83,9 @@ async def project_import(request: Request, project: PageProjectDep, user_session
         if not isinstance(upload, UploadFile) or not upload.filename:
             raise InvalidInputError("choose a dataset zip to import")
         result = await run_in_threadpool(
-            lambda: exports.import_dataset(session=session, storage=storage, project=project,
-                                           data=upload.file, filename=upload.filename,
-                                           limits=datasets.Limits.from_settings(settings)))
+            lambda: upload_history.import_dataset(
+                session=session, storage=storage, project=project, data=upload.file,
+                filename=upload.filename, limits=datasets.Limits.from_settings(settings)))
     finally:
         await form.close()
     return redirect(f"/projects/{project.id}", notice="import: " + summary(result)[:1500])
@@ -123,4 +135,16 @@ def failed_page(request: Request, project: PageProjectDep, session: SessionDep,
                 user_session: SignedInDep):
     return render(request, "failed.html", **project_context(
         session, user_session, project, "failed",
-        rows=curation.failed_verifications(session=session, project=project)))
+        rows=curation.failed_verifications(session=session, project=project),
+        uploads=upload_history.rejected_uploads(session=session, project=project)))
+
+
+@router.get("/projects/{project_id}/images/{image_id}", response_class=HTMLResponse)
+def image_page(request: Request, project: PageProjectDep, image_id: int, session: SessionDep,
+               user_session: SignedInDep):
+    """One image at full size, where it came from (provenance, licence) and its history."""
+    image = catalog.get_image(session=session, project=project, image_id=image_id)
+    return render(request, "image.html", **project_context(
+        session, user_session, project, "images", image=image,
+        history=catalog.image_history(session=session, image=image),
+        result=catalog.image_search_result(session=session, image=image)))

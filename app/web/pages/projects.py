@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 
-from app.services import curation, gathering, jobs, projects
+from app.services import curation, gathering, jobs, projects, upload_history
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep, SettingsDep, StorageDep
 from app.web.pages.common import (
@@ -58,6 +58,7 @@ def project_page(request: Request, project: PageProjectDep, session: SessionDep,
         samples=curation.sample_images(session=session, project=project),
         label_totals=projects.label_image_totals(session=session, project=project),
         latest=curation.latest_model(session=session, project=project),
+        uploads=upload_history.list_uploads(session=session, project=project),
         max_images=gathering.MAX_IMAGES, default_images=settings.search_max_images))
 
 
