@@ -4,7 +4,8 @@ import { apply, describe, undo } from "./bulk.js";
 
 const grid = document.getElementById("grid");
 const projectId = grid.dataset.project;
-const tiles = () => [...grid.querySelectorAll(".tile")];
+const tiles = () => [...grid.querySelectorAll(".tile")].filter((t) => !t.closest("[hidden]"));
+const touch = matchMedia("(hover: none) and (pointer: coarse)").matches;
 const count = document.getElementById("selected-count");
 const labels = [...document.querySelectorAll("[data-bulk-label]")].map((b) => b.dataset.bulkLabel);
 let anchor = 0;
@@ -34,7 +35,7 @@ function selectRange(from, to, on = true) {
 
 grid.addEventListener("click", (e) => {
   const tile = e.target.closest(".tile");
-  if (!tile) return;
+  if (!tile || e.target.closest("a")) return;  // a tile's link opens the image
   const index = tiles().indexOf(tile);
   if (e.shiftKey) selectRange(anchor, index);
   else {
@@ -47,13 +48,34 @@ grid.addEventListener("click", (e) => {
 
 async function run(body) {
   const ids = selected().map((t) => Number(t.dataset.id));
-  if (!ids.length) return toast("Select images first (click, Shift-click, or A for all).");
+  if (!ids.length) {
+    return toast(touch ? "Select images first: tap them, or Select all."
+      : "Select images first (click, Shift-click, or A for all).");
+  }
   try {
     const result = await apply(projectId, { image_ids: ids, ...body });
-    toast(describe(body, result.changed.length), { undo: () => undo(projectId) });
+    settleGroups();
+    toast(describe(body, result.changed.length), { undo: () => undoAndSettle() });
   } catch (err) {
     toast(err.message);
   }
+}
+
+function undoAndSettle() {
+  return undo(projectId).then(settleGroups, (err) => toast(err.message));
+}
+
+// Duplicates page: a group with at most one photo left in training is resolved and folds
+// away (an undo brings it back); its photos leave the selection.
+function settleGroups() {
+  const groups = [...document.querySelectorAll(".dup-group")];
+  if (!groups.length) return;
+  for (const group of groups) {
+    group.hidden = group.querySelectorAll(".tile:not(.excluded)").length <= 1;
+    if (group.hidden) group.querySelectorAll(".tile").forEach((t) => setSelected(t, false));
+  }
+  document.getElementById("all-resolved").hidden = groups.some((g) => !g.hidden);
+  update();
 }
 
 document.getElementById("toolbar").addEventListener("click", (e) => {
@@ -63,7 +85,7 @@ document.getElementById("toolbar").addEventListener("click", (e) => {
   else if (button.dataset.bulkStatus) run({ status: button.dataset.bulkStatus });
   else if (button.dataset.command === "select-all") { tiles().forEach((t) => setSelected(t, true)); update(); }
   else if (button.dataset.command === "clear") { tiles().forEach((t) => setSelected(t, false)); update(); }
-  else if (button.dataset.command === "undo") undo(projectId).catch((err) => toast(err.message));
+  else if (button.dataset.command === "undo") undoAndSettle();
   else if (button.dataset.command === "similar") {
     const first = selected()[0];
     if (!first) return toast("Select a photo first: Find similar shows its nearest look-alikes in the inbox.");
@@ -97,6 +119,6 @@ document.addEventListener("keydown", (e) => {
     update();
   } else if (key === "x" || e.key === "Delete") run({ status: "excluded" });
   else if (key === "r" && !e.ctrlKey && !e.metaKey) run({ status: "active" });
-  else if (key === "z") { e.preventDefault(); undo(projectId).catch((err) => toast(err.message)); }
+  else if (key === "z") { e.preventDefault(); undoAndSettle(); }
   else if (/^[1-9]$/.test(e.key) && labels[Number(e.key) - 1]) run({ label: labels[Number(e.key) - 1] });
 });

@@ -68,6 +68,14 @@ def images_by_id(*, session: Session, project: Project, image_ids: list[int]) ->
     return {image.id: image for image in session.scalars(query)}
 
 
+def get_image(*, session: Session, project: Project, image_id: int) -> Image:
+    """One image of this project, or NotFoundError."""
+    image = session.get(Image, image_id)
+    if image is None or image.project_id != project.id:
+        raise NotFoundError(f"image {image_id} not found in this project")
+    return image
+
+
 def get_owned_image(*, session: Session, owner: User, image_id: int) -> Image:
     """An image of one of the owner's projects, or NotFoundError."""
     image = session.scalar(

@@ -317,3 +317,32 @@ def test_every_form_checks_its_csrf_token(client, settings, csrf, bears):
                                         "model_id": model_id})
         assert answer.status_code == 400 and "reload the page" in answer.text, url
     assert client.get("/projects").status_code == 200  # still signed in
+
+
+def test_image_page_shows_the_photo_its_provenance_licence_and_label_history(
+        client, settings, csrf, bears):
+    from app.db import make_engine, make_session_factory
+    from app.models import Image
+
+    image_id = grizzly_ids(client, csrf, bears)[0]
+    factory = make_session_factory(make_engine(settings.resolved_database_url()))
+    with factory() as session:
+        image = session.get(Image, image_id)
+        image.source, image.provider, image.query = "search", "duckduckgo", "grizzly bear"
+        image.page_url, image.image_url = "javascript:alert(1)", "https://img.example/g.jpg"
+        image.licence = "public domain (search filter: Public)"
+        session.commit()
+    relabel = client.patch(f"/api/v1/images/{image_id}", json={"label": "black"},
+                           headers={"X-CSRF-Token": csrf})
+    assert relabel.status_code == 200, relabel.text
+    page = client.get(f"/projects/{bears}/images/{image_id}")
+    assert page.status_code == 200
+    text = re.sub(r"\s+", " ", page.text)
+    assert f'src="/api/v1/images/{image_id}/file"' in text
+    assert "public domain (search filter: Public)" in text and "grizzly bear" in text
+    assert 'href="https://img.example/g.jpg"' in text and 'href="javascript:' not in text
+    assert "added as <strong>grizzly</strong>" in text
+    assert "relabelled from <strong>grizzly</strong> to <strong>black</strong>" in text
+    grid = client.get(f"/projects/{bears}/images")
+    assert f'href="/projects/{bears}/images/{image_id}"' in grid.text
+    assert client.get(f"/projects/{bears}/images/999999").status_code == 404
