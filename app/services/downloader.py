@@ -5,22 +5,27 @@ request and each redirect hop) resolves the host itself, refuses the request whe
 address is not public, and connects to the address it checked. A DNS answer that changes
 between the check and the connection (rebinding) cannot slip through, because no second
 lookup happens. TLS still verifies the certificate against the URL's host name.
+
+A body streams a chunk at a time into a spooled temp file (memory up to spool_bytes, disk
+beyond), sniffed as its first bytes land and stopped the moment it passes the size cap.
 """
 
 import asyncio
 import ipaddress
 import socket
 import ssl
+import tempfile
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+from httpcore._utils import is_socket_readable
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 K = TypeVar("K")
@@ -47,6 +52,7 @@ class DownloadPolicy:
     max_redirects: int = 5
     per_host: int = 4
     concurrency: int = 32
+    spool_bytes: int = 2**20  # a body past this goes on to a temp file (memory stays flat)
 
 
 def policy_from_settings(settings) -> DownloadPolicy:
@@ -68,10 +74,23 @@ class DownloadError(Exception):
 
 @dataclass
 class Downloaded:
+    """A fetched image: its body in a spooled temp file (in memory up to the policy's
+    spool_bytes, beyond that in an unlinked file on disk); `close()` lets it go."""
+
     url: str
     final_url: str
-    data: bytes
+    body: IO[bytes]
+    size: int
     content_type: str | None
+
+    @property
+    def data(self) -> bytes:
+        """The whole body, read into memory."""
+        self.body.seek(0)
+        return self.body.read()
+
+    def close(self) -> None:
+        self.body.close()
 
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -143,9 +162,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         error: Exception | None = None
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(address, port, timeout=timeout,
-                                                     local_address=local_address,
-                                                     socket_options=socket_options)
+                return _Stream(await self._inner.connect_tcp(address, port, timeout=timeout,
+                                                             local_address=local_address,
+                                                             socket_options=socket_options))
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         raise error
@@ -156,6 +175,34 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """A connection that answers the pool's "is it readable?" (asked of every idle
+    connection at every request) from its socket, kept once: anyio rebuilds its attributes,
+    a getpeername() call among them, on each question, a quarter of the loop's time here."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._socket is not None:
+            return is_socket_readable(self._socket)
+        return self._inner.get_extra_info(info)
 
 
 class _OriginTransport(httpx.AsyncHTTPTransport):
@@ -356,23 +403,37 @@ async def _fetch(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) ->
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > policy.max_bytes:
                 raise DownloadError(f"too large (over {_megabytes(policy.max_bytes)})")
-            data = bytearray()
-            checked = False
-            async for chunk in _decoded_body(response, policy.max_bytes):
-                data += chunk
-                if len(data) > policy.max_bytes:
-                    raise DownloadError(f"too large (over {_megabytes(policy.max_bytes)})")
-                if not checked and len(data) >= 16:
-                    if not sniff_image(bytes(data[:16])):
-                        raise _not_an_image(bytes(data[:16]), content_type)
-                    checked = True
-            if not data:
-                raise DownloadError("empty response")
-            if not checked and not sniff_image(bytes(data)):
-                raise _not_an_image(bytes(data), content_type)
-            return Downloaded(url=url, final_url=str(current), data=bytes(data),
+            body, size = await _spooled_body(response, policy, content_type)
+            return Downloaded(url=url, final_url=str(current), body=body, size=size,
                               content_type=content_type)
     raise DownloadError("too many redirects")
+
+
+async def _spooled_body(response: httpx.Response, policy: DownloadPolicy,
+                        content_type: str | None) -> tuple[IO[bytes], int]:
+    """The body, chunk by chunk into a spooled temp file (rewound), sniffed as its first
+    bytes land and stopped the moment it passes max_bytes; closed again on any refusal."""
+    body = tempfile.SpooledTemporaryFile(max_size=policy.spool_bytes)
+    head, size = b"", 0
+    try:
+        async for chunk in _decoded_body(response, policy.max_bytes):
+            size += len(chunk)
+            if size > policy.max_bytes:
+                raise DownloadError(f"too large (over {_megabytes(policy.max_bytes)})")
+            if len(head) < 16:
+                head += chunk[:16 - len(head)]
+                if len(head) == 16 and not sniff_image(head):
+                    raise _not_an_image(head, content_type)
+            body.write(chunk)
+        if not size:
+            raise DownloadError("empty response")
+        if len(head) < 16 and not sniff_image(head):
+            raise _not_an_image(head, content_type)
+    except BaseException:
+        body.close()
+        raise
+    body.seek(0)
+    return body, size
 
 
 async def download(client: httpx.AsyncClient, url: str, *, policy: DownloadPolicy) -> Downloaded:

@@ -23,7 +23,12 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import Job, Project, SearchResult
 from app.services import datasets, search
-from app.services.downloader import DownloadError, download_many, policy_from_settings
+from app.services.downloader import (
+    Downloaded,
+    DownloadError,
+    download_many,
+    policy_from_settings,
+)
 from app.services.errors import InvalidInputError
 from app.services.jobs import JobCancelled, JobReporter
 from app.storage import Storage, store_failures
@@ -188,7 +193,8 @@ async def _download_and_file(*, factory, storage: Storage, settings: Settings, j
     label = job.params["label"]
     # Decoding and re-encoding happen in threads as each download lands (Pillow releases the
     # GIL), overlapping the network; the filing thread only stores. The queue bounds how
-    # many finished downloads wait in memory.
+    # many finished downloads wait, each in its spooled temp file (at most spool_bytes of
+    # memory; a larger body waits on disk), so memory does not grow with the job.
     finished: asyncio.Queue = asyncio.Queue(maxsize=max(policy.concurrency, BATCH))
     loop = asyncio.get_running_loop()
     cpu = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="normalise")
@@ -198,10 +204,8 @@ async def _download_and_file(*, factory, storage: Storage, settings: Settings, j
             if isinstance(outcome, DownloadError):
                 await finished.put((key, outcome))
                 continue
-            upload = datasets.Upload(filename=_filename(outcome.final_url), data=outcome.data,
-                                     label=label, ref=key)
             prepared = loop.run_in_executor(
-                cpu, functools.partial(datasets.prepare_upload, upload=upload, limits=limits))
+                cpu, functools.partial(_prepared, outcome, label=label, ref=key, limits=limits))
             await finished.put((key, prepared))
         await finished.put(None)
 
@@ -227,6 +231,16 @@ async def _download_and_file(*, factory, storage: Storage, settings: Settings, j
             await asyncio.gather(producer, return_exceptions=True)
         cpu.shutdown(wait=False, cancel_futures=True)
     return counts
+
+
+def _prepared(downloaded: Downloaded, *, label: str, ref: int,
+              limits: datasets.Limits) -> datasets.Upload:
+    """A download read from its spooled temp file and normalised (in a worker thread): the
+    whole body is in memory only here, one per thread, and the file is gone after."""
+    with downloaded.body:
+        upload = datasets.Upload(filename=_filename(downloaded.final_url),
+                                 data=downloaded.data, label=label, ref=ref)
+    return datasets.prepare_upload(upload=upload, limits=limits)
 
 
 async def _next_batch(finished: asyncio.Queue) -> tuple[list, bool]:

@@ -101,3 +101,35 @@ def serving(root: Path, *, host: str = "127.0.0.1", port: int = 0, latency: floa
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def endless_jpeg_server(sent: list):
+    """Answers every GET with a JPEG start and then zeros until the client hangs up (no
+    Content-Length, so only the running count can stop it); `sent` gets the bytes written."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            chunk, total = b"\xff\xd8\xff\xe0" + bytes(2**16 - 4), 0
+            try:
+                while total < 2**30:
+                    self.wfile.write(chunk)
+                    total += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                sent.append(total)
+
+    server = QuietServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

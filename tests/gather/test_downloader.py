@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import tracemalloc
 from contextlib import ExitStack
 from urllib.parse import quote
 
@@ -15,7 +16,7 @@ from app.services.downloader import (
     download_many,
     make_client,
 )
-from tests.gather.loopback import serving
+from tests.gather.loopback import endless_jpeg_server, serving
 
 PUBLIC_IP = "93.184.215.14"  # a global address; the test network routes it to the loopback
 
@@ -208,3 +209,32 @@ def test_one_small_pool_per_origin_and_idle_pools_closed_beyond_the_limit(data_d
 
         asyncio.run(go())
     assert asked.count("127.0.0.1") == 1  # resolved once per host and job, checked each time
+
+
+def test_an_endless_body_stops_at_the_cap_holding_a_chunk_at_a_time():
+    sent: list = []
+    policy = DownloadPolicy(allow_loopback=True, max_bytes=4 * 2**20, spool_bytes=2**16)
+    with endless_jpeg_server(sent) as base:
+        tracemalloc.start()
+        try:
+            assert refused(f"{base}/forever.jpg", policy) == "too large (over 4 MB)"
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        deadline = time.monotonic() + 5
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert sent and sent[0] < 64 * 2**20  # it hung up early, not at the server's 1 GB
+    assert peak < 2**20  # the body went to the spooled file's disk part, not to memory
+
+
+def test_a_body_past_spool_bytes_waits_on_disk_and_reads_back_whole(server, data_dir):
+    base, _ = server
+    url = f"{base}/photo/bears/black/0001.jpg"
+    photo = (data_dir / "bears" / "black" / "0001.jpg").read_bytes()
+    small = fetch(url, DownloadPolicy(allow_loopback=True, spool_bytes=1024))
+    large = fetch(url, DownloadPolicy(allow_loopback=True))
+    assert small.body._rolled and not large.body._rolled  # on disk past 1 KB; in memory
+    assert small.data == large.data == photo and small.size == len(photo)
+    small.close()
+    assert small.body.closed

@@ -15,6 +15,7 @@ from app.services import auth, exports, gather_pipeline, gathering, projects, se
 from app.services.jobs import JobReporter
 from app.services.search import DuckDuckGoProvider
 from tests.gather import cases
+from tests.gather.loopback import endless_jpeg_server
 
 
 class ListProvider:
@@ -221,3 +222,20 @@ def test_url_import_uses_the_same_downloader(factory, storage, settings, project
     with factory() as session:
         image = session.scalars(select(Image)).one()
     assert image.source == "url" and image.provider == "url" and image.image_url == urls[0]
+
+
+def test_a_download_over_the_cap_stops_early_and_stores_nothing(factory, storage, settings,
+                                                                project_id, photo_server):
+    sent: list = []
+    capped = settings.model_copy(update={"download_max_mb": 1})
+    with endless_jpeg_server(sent) as endless:
+        urls = [f"{endless}/forever.jpg", f"{photo_server[0]}/photo/bears/teddy/0020.jpg"]
+        job = run(factory, storage, capped, start(factory, capped, kind="url_import",
+                                                  urls=urls))
+    assert job.status == "succeeded", job.error
+    assert job.result["added"] == 1 and job.result["failed_downloads"] == 1
+    assert job.result["reasons"] == {"too large (over 1 MB)": 1}
+    assert sent and sent[0] < 64 * 2**20  # hung up near the cap, not at the server's 1 GB
+    with factory() as session:
+        stored = session.scalars(select(Image.storage_key)).all()
+    assert [key for key, _ in storage.list_keys()] == stored  # one image, no partial files
