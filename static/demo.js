@@ -6,6 +6,7 @@ const input = document.getElementById("file");
 const preview = document.getElementById("preview");
 const answer = document.getElementById("answer");
 const bars = document.getElementById("bars");
+const result = document.getElementById("result");
 const video = document.getElementById("camera");
 const cameraStart = document.getElementById("camera-start");
 const cameraSnap = document.getElementById("camera-snap");
@@ -27,6 +28,7 @@ async function classify(blob) {
   answer.className = "";
   answer.textContent = "Classifying…";
   bars.replaceChildren();
+  reveal();
   const body = new FormData();
   body.append("file", blob, blob.name || "photo.jpg");
   try {
@@ -46,7 +48,18 @@ async function classify(blob) {
     answer.textContent = "Could not reach the server: check the connection and try again.";
   } finally {
     card.removeAttribute("aria-busy");
+    reveal();
   }
+}
+
+// On a narrow screen the photo and its answer sit below the drop zone, the webcam and the
+// examples, out of sight: bring them into view (unless they already are).
+function reveal() {
+  const box = result.getBoundingClientRect();
+  if (box.top >= 0 && box.bottom <= innerHeight) return;
+  const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+  result.scrollIntoView({ block: box.height > innerHeight ? "start" : "end",
+                          behavior: still ? "auto" : "smooth" });
 }
 
 function show(data) {

@@ -38,6 +38,7 @@ for (const form of document.querySelectorAll(".search-form")) {
     e.preventDefault();
     const list = form.closest(".label-card").querySelector(".jobs");
     const body = { label: form.dataset.label, query: form.query.value, max_images: Number(form.max_images.value) };
+    if (form.licence.value) body.licence = form.licence.value;
     try {
       follow(list, await send(`/api/v1/projects/${projectId}/searches`, { json: body }));
     } catch (err) {

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 
-from app.services import curation, gathering, jobs, projects, upload_history
+from app.services import curation, gathering, jobs, projects, search, upload_history
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep, SettingsDep, StorageDep
 from app.web.pages.common import (
@@ -59,7 +59,8 @@ def project_page(request: Request, project: PageProjectDep, session: SessionDep,
         label_totals=projects.label_image_totals(session=session, project=project),
         latest=curation.latest_model(session=session, project=project),
         uploads=upload_history.list_uploads(session=session, project=project),
-        max_images=gathering.MAX_IMAGES, default_images=settings.search_max_images))
+        max_images=gathering.MAX_IMAGES, default_images=settings.search_max_images,
+        licences=search.LICENCES))
 
 
 @router.post("/projects/{project_id}/labels")
