@@ -74,6 +74,8 @@ const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
 let folderItems = [];  // a chosen folder waits for the Upload click, as chosen files do
 let skipped = 0;  // files of a folder that are neither images nor zips
 let busy = false;
+// After an upload the page reloads onto its history (a reload alone keeps the old scroll).
+if (location.hash === "#uploads") document.getElementById("uploads")?.scrollIntoView();
 
 async function walk(entry, folder, out) {
   if (entry.isFile) {
@@ -102,7 +104,7 @@ function fromFileList(files, { folder = false } = {}) {
   });
 }
 
-const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e6 ? 2 : bytes < 1e7 ? 1 : 0)} MB`;
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 // One batch as multipart, by XHR: fetch cannot report bytes sent.

@@ -299,6 +299,7 @@ def test_every_form_checks_its_csrf_token(client, settings, csrf, bears):
              "/projects/{project_id}/labels": f"/projects/{bears}/labels",
              "/projects/{project_id}/upload": f"/projects/{bears}/upload",
              "/projects/{project_id}/import": f"/projects/{bears}/import",
+             "/projects/{project_id}/uploads/dismiss": f"/projects/{bears}/uploads/dismiss",
              "/projects/{project_id}/train": f"/projects/{bears}/train",
              "/models/{model_id}/retrain": f"/models/{model_id}/retrain",
              "/projects/{project_id}/deploy": f"/projects/{bears}/deploy",

@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from app.models import Job, Project
 from app.services import catalog, deployments
+from app.services.comparison import compare_models
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep
 from app.web.pages.common import (
@@ -42,6 +43,8 @@ def model_page(request: Request, model: PageModelDep, session: SessionDep,
              if compare else None)
     if other is not None and other.project_id != model.project_id:
         raise InvalidInputError("compare with a model of the same project")
+    comparison = (compare_models(session=session, first=model, second=other)
+                  if other is not None else None)
     metrics = model.metrics or {}
     top = [row for row in metrics.get("top_losses", []) if row.get("image_id")]
     images = catalog.images_by_id(session=session, project=project,
@@ -50,6 +53,7 @@ def model_page(request: Request, model: PageModelDep, session: SessionDep,
         session, user_session, project, "models", model=model, metrics=metrics,
         matrix=confusion_cells(model.labels, metrics.get("confusion_matrix") or []),
         top=[(row, images.get(row["image_id"])) for row in top], other=other,
+        comparison=comparison,
         models=deployments.list_models(session=session, project=project),
         training_job=session.get(Job, model.job_id) if model.job_id else None))
 
