@@ -66,10 +66,15 @@ function show(data) {
   // `answer` is null for "none of these"; `label` is then only the closest guess.
   const none = data.answer === null;
   answer.className = none ? "unknown" : "known";
-  answer.textContent = none
-    ? `None of these (closest: ${data.label}, ${percent(data.confidence)})`
-      + (data.unknown_reason ? `: ${data.unknown_reason}` : "")
-    : `${data.answer} (${percent(data.confidence)})`;
+  answer.textContent = none ? "None of these" : `${data.answer} (${percent(data.confidence)})`;
+  const why = document.getElementById("answer-why");
+  why.hidden = !none;
+  if (none) {  // in words for a visitor; the numbers behind it one click away
+    why.querySelector(".plain").textContent = "This doesn't look like any of the photos this "
+      + `model learned from. The closest label is ${data.label}.`;
+    why.querySelector(".numbers").textContent = data.unknown_reason
+      || "It scored below this model's threshold.";
+  }
   const rows = Object.entries(data.probabilities).sort((a, b) => b[1] - a[1]);
   for (const [label, p] of rows) {
     const li = document.createElement("li");

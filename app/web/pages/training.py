@@ -2,9 +2,11 @@
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from app.ml.recipe import RECIPE_FIELDS
-from app.models import Project
+from app.ml.recipe import RECIPE_FIELDS, Recipe
+from app.models import Job, ModelVersion, Project
 from app.schemas import TrainingIn
 from app.services import jobs, training
 from app.services.errors import InvalidInputError
@@ -25,6 +27,26 @@ router = page_router()
 RECIPE_FORM = {name: RECIPE_FIELDS[name] for name in (
     "epochs", "head_epochs", "lr", "unfrozen_lr", "batch_size", "valid_pct", "augment_views",
     "seed")}
+# Each recipe term in plain words, under its field on the form.
+RECIPE_HELP = {
+    "epochs": "Passes over your photos that fine-tune every layer of the network, after the "
+              "head has learned. 0 (the default) skips them: fastest, and usually accurate "
+              "already; each one takes minutes without a GPU.",
+    "head_epochs": "Passes over your photos in which only the new last layer (the “head”) "
+                   "learns, while the pretrained network stays as it is (“frozen”). Each pass "
+                   "is one point on the training charts.",
+    "lr": "How big a step the head takes each time it learns from a batch of photos. Too "
+          "big and it overshoots; too small and it learns slowly.",
+    "unfrozen_lr": "The same, for the whole-network epochs: much smaller, so the pretrained "
+                   "network is adjusted without forgetting what it knew.",
+    "batch_size": "How many photos it looks at before each learning step.",
+    "valid_pct": "The share of your photos held back to check the model on photos it has "
+                 "not learned from (0.2 is one in five). The error rate is measured on them.",
+    "augment_views": "Altered copies (cropped, flipped, recoloured) of each photo it learns "
+                     "from, so it does not depend on one framing.",
+    "seed": "Fixes the random choices (which photos are held back, the order of the "
+            "batches): the same seed and photos give the same model.",
+}
 
 
 @router.get("/projects/{project_id}/train", response_class=HTMLResponse)
@@ -33,7 +55,8 @@ def train_page(request: Request, project: PageProjectDep, session: SessionDep,
     trainings = [j for j in jobs.list_jobs(session=session, project=project, limit=30)
                  if j.kind == "training"]
     return render(request, "train.html", **project_context(
-        session, user_session, project, "train", recipe=RECIPE_FORM, trainings=trainings))
+        session, user_session, project, "train", recipe=RECIPE_FORM, recipe_help=RECIPE_HELP,
+        trainings=trainings))
 
 
 def recipe_from_form(form) -> dict:
@@ -67,8 +90,48 @@ def job_page(request: Request, job_id: int, session: SessionDep, user_session: S
     session.commit()
     project = session.get(Project, job.project_id)
     section = "train" if job.kind in ("training", "lr_find") else "overview"  # its tab
-    return render(request, "job.html", **project_context(
-        session, user_session, project, section, job=job, view=jobs.job_view(job)))
+    context = project_context(session, user_session, project, section, job=job,
+                              view=jobs.job_view(job))
+    if job.kind == "training":
+        context["expected"] = expected_duration(session, job, sum(context["counts"].values()))
+    return render(request, "job.html", **context)
+
+
+# A first estimate's rules of thumb, for a project's first training on a 2-core CPU worker
+# (bench/results/train.json): photos decoded, views of photos through the frozen body and
+# photos through the whole network per second, and seconds to package the model (ONNX).
+DECODE_PER_S, FROZEN_VIEWS_PER_S, UNFROZEN_PER_S, PACKAGING_S = 100.0, 76.0, 11.0, 20.0
+
+
+def expected_duration(session: Session, job: Job, n_images: int) -> dict:
+    """How long a training should take before its own rate says more: its recipe and image
+    count at the rules of thumb, scaled by how the project's last training compared with them
+    (the same machine, most likely)."""
+    scale = 1.0
+    last = session.scalars(
+        select(ModelVersion).where(ModelVersion.project_id == job.project_id,
+                                   ModelVersion.id < (job.result or {}).get("model_id", 2**62))
+        .order_by(ModelVersion.id.desc()).limit(1)).first()
+    done = session.get(Job, last.job_id) if last is not None and last.job_id else None
+    if done is not None and done.started_at and done.finished_at and done.id != job.id:
+        metrics = last.metrics or {}
+        n_then = (metrics.get("train_count") or 0) + (metrics.get("valid_count") or 0)
+        took = (done.finished_at - done.started_at).total_seconds()
+        if n_then and took > 0:
+            scale = min(max(took / _rule_of_thumb(last.recipe, n_then), 0.25), 4.0)
+    total = _rule_of_thumb(job.params, n_images) * scale
+    return {"total_s": round(total, 1), "packaging_s": round(PACKAGING_S * scale, 1)}
+
+
+def _rule_of_thumb(params: dict | None, n_images: int) -> float:
+    try:
+        recipe = Recipe.from_dict(params or {})
+    except (TypeError, ValueError):
+        recipe = Recipe()
+    n_valid = n_images * recipe.valid_pct
+    n_train = n_images - n_valid
+    return (n_images / DECODE_PER_S + (n_train * (1 + recipe.augment_views) + n_valid)
+            / FROZEN_VIEWS_PER_S + recipe.epochs * n_train / UNFROZEN_PER_S + PACKAGING_S)
 
 
 @router.post("/models/{model_id}/retrain")
