@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -273,17 +273,24 @@ def _report(reporter: JobReporter, counts: dict) -> bool:
 
 def _file_batch(*, factory, storage: Storage, job: Job, batch: list,
                 limits: datasets.Limits) -> dict:
-    """File one batch of finished downloads and mark their rows, in one transaction."""
+    """File one batch of finished downloads and mark their rows, in one transaction.
+
+    The rows are read as plain tuples and marked with one executemany by primary key: the
+    filing thread holds the GIL for less, so the download loop waits less for it."""
     with session_scope(factory) as session:
         project = session.get(Project, job.project_id)
-        rows = {row.id: row for row in session.scalars(
-            select(SearchResult).where(SearchResult.id.in_([key for key, _ in batch]))
+        rows = {row.id: row for row in session.execute(
+            select(SearchResult.id, SearchResult.image_url, SearchResult.page_url,
+                   SearchResult.title, SearchResult.provider, SearchResult.query,
+                   SearchResult.licence)
+            .where(SearchResult.id.in_([key for key, _ in batch]))
         )}
+        marks: dict[int, dict] = {}
         uploads = []
         for key, upload in batch:
             row = rows[key]
             if isinstance(upload, DownloadError):
-                row.status, row.reason = "failed", str(upload)[:1000]
+                marks[key] = _mark(key, "failed", reason=str(upload))
                 continue
             upload.provenance = {"image_url": row.image_url, "page_url": row.page_url,
                                  "title": row.title, "provider": row.provider,
@@ -300,12 +307,19 @@ def _file_batch(*, factory, storage: Storage, job: Job, batch: list,
                 raise StoreFailed(getattr(exc, "strerror", None)
                                   or f"{type(exc).__name__}: {exc}") from exc
             for entry in added.added:
-                rows[entry["ref"]].status, rows[entry["ref"]].image_id = "added", entry["image_id"]
+                marks[entry["ref"]] = _mark(entry["ref"], "added", image_id=entry["image_id"])
             for entry in added.duplicates:
-                row = rows[entry["ref"]]
-                row.status, row.image_id, row.reason = "duplicate", entry["image_id"], (
-                    f"same image as image {entry['image_id']}")
+                marks[entry["ref"]] = _mark(entry["ref"], "duplicate", image_id=entry["image_id"],
+                                            reason=f"same image as image {entry['image_id']}")
             for entry in added.rejected:
-                rows[entry["ref"]].status = "rejected"
-                rows[entry["ref"]].reason = entry["reason"][:1000]
+                marks[entry["ref"]] = _mark(entry["ref"], "rejected", reason=entry["reason"])
+        if marks:
+            session.execute(update(SearchResult), list(marks.values()))
     return _counts(factory, job.id)
+
+
+def _mark(key: int, status: str, *, image_id: int | None = None,
+          reason: str | None = None) -> dict:
+    """A search result's new state, as one row of the batch's UPDATE by primary key."""
+    return {"id": key, "status": status, "image_id": image_id,
+            "reason": reason[:1000] if reason else None}
