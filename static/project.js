@@ -71,17 +71,19 @@ const button = document.getElementById("upload-button");
 const bar = document.getElementById("upload-progress");
 const chosenNote = document.getElementById("upload-chosen");
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
-let folderItems = [];  // a chosen folder waits for the Upload click, as chosen files do
-let skipped = 0;  // files of a folder that are neither images nor zips
+// A chosen folder and dropped files wait for the Upload click, as chosen files do; `skipped`:
+// files of a folder that are neither images nor zips.
+const pending = { folder: { items: [], skipped: 0 }, dropped: { items: [], skipped: 0 } };
 let busy = false;
-// After an upload the page reloads onto its history (a reload alone keeps the old scroll).
-if (location.hash === "#uploads") document.getElementById("uploads")?.scrollIntoView();
+// After an upload the page opens on its history, at the new record.
+const uploaded = new URLSearchParams(location.search).get("uploaded");
+if (uploaded) document.querySelector(`#uploads [data-upload="${CSS.escape(uploaded)}"]`)?.scrollIntoView();
 
 async function walk(entry, folder, out) {
   if (entry.isFile) {
     const file = await new Promise((ok, fail) => entry.file(ok, fail));
-    if (IMAGE.test(file.name)) out.push({ file, label: folder });
-    else skipped += 1;
+    if (!folder || IMAGE.test(file.name)) out.items.push({ file, label: folder });
+    else out.skipped += 1;
   } else if (entry.isDirectory) {
     const reader = entry.createReader();
     let batch;
@@ -97,7 +99,7 @@ async function walk(entry, folder, out) {
 function fromFileList(files, { folder = false } = {}) {
   const all = [...files];
   const kept = folder ? all.filter((f) => IMAGE.test(f.name)) : all;
-  if (folder) skipped += all.length - kept.length;
+  if (folder) pending.folder.skipped = all.length - kept.length;
   return kept.map((file) => {
     const parts = (file.webkitRelativePath || "").split("/");
     return { file, label: parts.length > 1 ? parts[parts.length - 2] : "" };
@@ -123,7 +125,8 @@ function post(body, onSent) {
 }
 
 function showChosen() {
-  const count = form.files.files.length + folderItems.length;
+  const count = form.files.files.length + pending.folder.items.length + pending.dropped.items.length;
+  const skipped = pending.folder.skipped + pending.dropped.skipped;
   chosenNote.textContent = count ? `${plural(count, "file")} chosen${skipped ? ` (${plural(skipped, "other file")} of the folder skipped: not images or zips)` : ""}: click Upload to send them.` : "";
 }
 
@@ -175,7 +178,7 @@ async function upload(items) {
       show();
     }
   }
-  status.textContent = `Done: ${outcome.added} added, ${plural(outcome.duplicates, "duplicate")}, ` +
+  status.textContent = `Added ${outcome.added}, ${plural(outcome.duplicates, "duplicate")}, ` +
     `${outcome.rejected} rejected.`;
   if (failures.length) {  // nothing of these reached the history: say so here, and stay
     const list = document.createElement("ul");
@@ -188,15 +191,13 @@ async function upload(items) {
     return;
   }
   status.textContent += " Showing the upload history…";
-  history.scrollRestoration = "manual";  // land on the history, not where the page was
-  location.hash = "uploads";
-  location.reload();
+  location.replace(`/projects/${projectId}?uploaded=${uploadId}#uploads`);  // one navigation
 }
 
 form.addEventListener("submit", (e) => {
   e.preventDefault();
   if (busy) return;
-  const items = [...fromFileList(form.files.files), ...folderItems];
+  const items = [...fromFileList(form.files.files), ...pending.folder.items, ...pending.dropped.items];
   upload(items).catch((err) => {
     status.textContent = errorText({ detail: err.message });
     busy = false;
@@ -205,8 +206,7 @@ form.addEventListener("submit", (e) => {
 });
 form.files.addEventListener("change", showChosen);
 document.getElementById("folder").addEventListener("change", (e) => {
-  skipped = 0;
-  folderItems = fromFileList(e.target.files, { folder: true });
+  pending.folder.items = fromFileList(e.target.files, { folder: true });
   showChosen();
 });
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -215,10 +215,10 @@ drop.addEventListener("drop", async (e) => {
   e.preventDefault();
   drop.classList.remove("over");
   if (busy) return;
-  skipped = 0;
   const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
-  const items = [];
-  if (entries.length) for (const entry of entries) await walk(entry, "", items);
-  else items.push(...fromFileList(e.dataTransfer.files));
-  upload(items);
+  const dropped = { items: [], skipped: 0 };
+  if (entries.length) for (const entry of entries) await walk(entry, "", dropped);
+  else dropped.items.push(...fromFileList(e.dataTransfer.files));
+  pending.dropped = dropped;  // a new drop replaces the last, as a new choice of files does
+  showChosen();
 });

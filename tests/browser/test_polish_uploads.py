@@ -111,21 +111,22 @@ def test_uploads_show_progress_and_keep_every_rejection_until_dismissed(
     expect(page.locator("#upload-progress")).to_be_visible()
     expect(page.locator("#upload-status")).to_contain_text(re.compile(r"MB sent"))
     screenshot(page, "polish-uploads-02-progress")
-    page.locator("#uploads article.upload").wait_for(timeout=60_000)  # reloaded onto it
+    page.locator("#uploads article.upload").wait_for(timeout=60_000)  # opened onto it
     page.wait_for_load_state("load")
-    expect(page).to_have_url(re.compile(r"#uploads$"))
+    expect(page).to_have_url(re.compile(r"\?uploaded=\d+#uploads$"))
 
     statuses = json.loads(page.evaluate("sessionStorage.getItem('statuses')"))
     sent = [float(m.group(1)) for s in statuses if (m := re.search(r"([\d.]+) MB of", s))]
     assert len(set(sent)) >= 3 and sent == sorted(sent), statuses  # bytes went up as sent
     assert any("0 of 16 files filed" in s for s in statuses), statuses
-    assert any(re.search(r"Done: 8 added, 0 duplicates, 8 rejected", s) for s in statuses)
+    assert any("Added 8, 0 duplicates, 8 rejected" in s for s in statuses), statuses
     assert [u for u in posts if "/images" in u]  # sent through the API, in one batch
 
     history = page.locator("#uploads")
     expect(history).to_be_in_viewport()
     record = history.locator("article.upload")
     expect(record).to_have_count(1)
+    expect(record.locator("h3")).to_be_in_viewport()
     expect(record.locator(".outcome")).to_have_text("8 added · 0 duplicates · 8 rejected")
     rejected = record.locator(".rejected li")
     expect(rejected).to_have_count(8)  # every one, not the first five
@@ -165,6 +166,27 @@ def test_an_upload_that_cannot_be_sent_says_so_and_stays(page, server, api, data
     expect(alert).to_contain_text("1 file (0001.jpg) not sent: the upload is over 1 MB")
     expect(page.locator("#upload-button")).to_be_enabled()
     screenshot(page, "polish-uploads-05-not-sent")
+
+
+def test_a_dropped_photo_waits_for_the_upload_click_too(page, server, api, data_dir):
+    from tests.browser.test_demo import drop_file
+
+    project = new_project(api, "Upload dropped", labels=("black",))
+    pid = project["id"]
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.goto(f"{server.url}/projects/{pid}")
+    page.select_option("#upload-label", "black")
+    photo = sorted((data_dir / "bears" / "black").glob("*.jpg"))[0]
+    drop_file(page, "#drop", photo.read_bytes(), photo.name)
+    expect(page.locator("#upload-chosen")).to_contain_text("1 file chosen: click Upload")
+    page.wait_for_timeout(500)
+    assert posts == []
+    with page.expect_navigation():
+        page.click("#upload-button")
+    expect(page.locator("#uploads article.upload .outcome")).to_have_text(
+        "1 added · 0 duplicates · 0 rejected")
+    expect(page.locator("#uploads article.upload")).to_contain_text("label black")
 
 
 # --- 7. Compare: both versions on the same images, and the page lands on the comparison -------
