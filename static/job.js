@@ -32,6 +32,7 @@ const UNKNOWN_SHARE = 0.05;
 
 function duration(seconds) {
   if (!Number.isFinite(seconds)) return "";
+  if (seconds < 0.05) return "under 0.1 s";
   if (seconds < 10) return `${seconds.toFixed(1)} s`;
   if (seconds < 59.5) return `${Math.round(seconds)} s`;
   const minutes = Math.floor(Math.round(seconds) / 60), rest = Math.round(seconds) % 60;

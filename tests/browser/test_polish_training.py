@@ -8,6 +8,7 @@ tried is the small bear model the serve and demo tests share, trained once per p
 
 import io
 import re
+import threading
 from datetime import timedelta
 
 import httpx
@@ -158,7 +159,7 @@ def test_one_bar_for_the_whole_training_in_plain_words_with_an_estimate(page, se
     first = rows.first.locator("td")
     expect(first.nth(0)).to_have_text("Learning your labels")
     expect(first.nth(4)).to_have_text(re.compile(r"^\d+\.\d%$"))  # error rate: a percentage
-    expect(first.nth(5)).to_have_text(re.compile(r"^\d+(\.\d)? s$"))  # seconds: a duration
+    expect(first.nth(5)).to_have_text(re.compile(r"^(\d+(\.\d)?|under 0\.1) s$"))  # a duration
     expect(page.locator("#loss-chart")).to_contain_text("head epoch (1–8)")
     expect(page.locator("#error-chart")).to_contain_text("%")
     expect(page.locator("#epochs-help")).to_contain_text("head epochs, one point each")
@@ -203,6 +204,65 @@ def test_one_bar_for_the_whole_training_in_plain_words_with_an_estimate(page, se
     expect(eta).to_contain_text(re.compile(r"Took \d+ s"))
     assert bar_value(page) == 1
     screenshot(page, "polish-training-09-finished")
+
+
+WATCH = """() => {
+    window.seen = [];
+    const job = document.getElementById("job");
+    const note = () => {
+        const bar = job.querySelector("progress");
+        window.seen.push([document.getElementById("phase").textContent,
+                          bar.hasAttribute("value") ? bar.value : null,
+                          job.querySelector(".message").textContent]);
+    };
+    new MutationObserver(note).observe(job, { subtree: true, childList: true,
+                                              characterData: true, attributes: true });
+}"""
+
+
+def test_a_real_training_reads_in_plain_words_from_start_to_finish(page, server, api,
+                                                                   data_dir):
+    from app.services.training import run_training
+
+    labels = ("black", "grizzly", "teddy")
+    project = new_project(api, "A real training", labels=labels)
+    for label in labels:
+        photos = sorted((data_dir / "bears" / label).glob("*.jpg"))[::10][:8]
+        added = api.post(f"/api/v1/projects/{project['id']}/images", data={"label": label},
+                         files=[("files", (p.name, p.read_bytes(), "image/jpeg"))
+                                for p in photos])
+        assert added.status_code == 201, added.text
+    page.goto(f"{server.url}/projects/{project['id']}/train")
+    expect(page.locator("#train-estimate")).to_contain_text(
+        re.compile(r"With the default settings it takes about \d+ (s|min) here"))
+    started = api.post(f"/api/v1/projects/{project['id']}/trainings",
+                       json={"augment_views": 1, "batch_size": 16, "image_size": 64})
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    page.goto(f"{server.url}/jobs/{job_id}")
+    page.evaluate(WATCH)
+    app = server.server.config.app
+    worker = threading.Thread(target=run_training, kwargs={
+        "factory": app.state.session_factory, "storage": app.state.storage,
+        "settings": app.state.settings, "job_id": job_id})
+    worker.start()
+    worker.join(timeout=600)
+    expect(page.locator("h1 .status")).to_have_text("succeeded", timeout=30_000)
+    expect(page.locator("#phase")).to_have_text("Finished")
+    expect(page.locator("#result-link")).to_be_visible()
+    screenshot(page, "polish-training-09-real-training")
+    seen = page.evaluate("window.seen")
+    phases = [phase for phase, _, _ in seen]
+    assert "Learning your labels…" in phases, phases
+    for phase, _, message in seen:  # no raw counts, no jargon, whatever the phase
+        assert not re.search(r"\d+/\d+|frozen|unfrozen|fold", phase + " " + message), (
+            phase, message)
+    values = [value for _, value, _ in seen if value is not None]
+    assert values == sorted(values), f"the bar went back: {values}"
+    rows = page.locator("#epochs tbody td:nth-child(5)")
+    expect(rows).to_have_count(8)  # the default head epochs, one row and one point each
+    for cell in rows.all_inner_texts():
+        assert re.fullmatch(r"\d+\.\d%", cell), cell
 
 
 def test_a_search_job_page_highlights_the_overview_not_train(page, server, api):

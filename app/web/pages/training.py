@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.ml.recipe import RECIPE_FIELDS, Recipe
 from app.models import Job, ModelVersion, Project
 from app.schemas import TrainingIn
-from app.services import jobs, training
+from app.services import jobs, projects, training
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep, SettingsDep
 from app.web.pages.common import (
@@ -54,9 +54,12 @@ def train_page(request: Request, project: PageProjectDep, session: SessionDep,
                user_session: SignedInDep):
     trainings = [j for j in jobs.list_jobs(session=session, project=project, limit=30)
                  if j.kind == "training"]
+    counts = projects.image_counts(session=session, project=project)
+    expected = expected_duration(session, project_id=project.id, params={},
+                                 n_images=sum(counts.values()))
     return render(request, "train.html", **project_context(
         session, user_session, project, "train", recipe=RECIPE_FORM, recipe_help=RECIPE_HELP,
-        trainings=trainings))
+        trainings=trainings, expected=about(expected["total_s"])))
 
 
 def recipe_from_form(form) -> dict:
@@ -93,7 +96,10 @@ def job_page(request: Request, job_id: int, session: SessionDep, user_session: S
     context = project_context(session, user_session, project, section, job=job,
                               view=jobs.job_view(job))
     if job.kind == "training":
-        context["expected"] = expected_duration(session, job, sum(context["counts"].values()))
+        context["expected"] = expected_duration(
+            session, project_id=job.project_id, params=job.params,
+            n_images=sum(context["counts"].values()),
+            before_model=(job.result or {}).get("model_id"))
     return render(request, "job.html", **context)
 
 
@@ -103,24 +109,32 @@ def job_page(request: Request, job_id: int, session: SessionDep, user_session: S
 DECODE_PER_S, FROZEN_VIEWS_PER_S, UNFROZEN_PER_S, PACKAGING_S = 100.0, 76.0, 11.0, 20.0
 
 
-def expected_duration(session: Session, job: Job, n_images: int) -> dict:
+def expected_duration(session: Session, *, project_id: int, params: dict | None,
+                      n_images: int, before_model: int | None = None) -> dict:
     """How long a training should take before its own rate says more: its recipe and image
-    count at the rules of thumb, scaled by how the project's last training compared with them
-    (the same machine, most likely)."""
+    count at the rules of thumb, scaled by how the project's last training (before
+    `before_model`, the job's own result) compared with them, on the same machine most likely."""
     scale = 1.0
-    last = session.scalars(
-        select(ModelVersion).where(ModelVersion.project_id == job.project_id,
-                                   ModelVersion.id < (job.result or {}).get("model_id", 2**62))
-        .order_by(ModelVersion.id.desc()).limit(1)).first()
+    query = select(ModelVersion).where(ModelVersion.project_id == project_id)
+    if before_model is not None:
+        query = query.where(ModelVersion.id < before_model)
+    last = session.scalars(query.order_by(ModelVersion.id.desc()).limit(1)).first()
     done = session.get(Job, last.job_id) if last is not None and last.job_id else None
-    if done is not None and done.started_at and done.finished_at and done.id != job.id:
+    if done is not None and done.started_at and done.finished_at:
         metrics = last.metrics or {}
         n_then = (metrics.get("train_count") or 0) + (metrics.get("valid_count") or 0)
         took = (done.finished_at - done.started_at).total_seconds()
         if n_then and took > 0:
             scale = min(max(took / _rule_of_thumb(last.recipe, n_then), 0.25), 4.0)
-    total = _rule_of_thumb(job.params, n_images) * scale
+    total = _rule_of_thumb(params, n_images) * scale
     return {"total_s": round(total, 1), "packaging_s": round(PACKAGING_S * scale, 1)}
+
+
+def about(seconds: float) -> str:
+    """A rough duration in words: "about 40 s", "about 3 min"."""
+    if seconds < 60:
+        return f"about {max(10, round(seconds / 10) * 10)} s"
+    return f"about {round(seconds / 60)} min"
 
 
 def _rule_of_thumb(params: dict | None, n_images: int) -> float:
