@@ -124,6 +124,12 @@ def test_the_grid_on_a_phone_fits_its_toolbar_and_speaks_touch(phone, desk, serv
     phone.locator('[data-bulk-label="panda"]').tap()
     expect(phone.locator(f'.tile[data-id="{ids[0]}"] .lbl')).to_have_text("panda")
     assert api.get(f"/api/v1/projects/{pid}/images?label=panda").json()["total"] == 1
+    phone.locator(f'.tile[data-id="{ids[0]}"] a.open').tap()  # the tile's i opens the image
+    expect(phone).to_have_url(f"{server.url}/projects/{pid}/images/{ids[0]}")
+    expect(phone.locator("#history")).to_contain_text("relabelled from grizzly to panda")
+    expect(phone.locator("#full-image")).to_be_in_viewport()
+    assert phone.evaluate("document.scrollingElement.scrollWidth") <= 390
+    first_screen(phone, "phone-05-image")
 
     desk.goto(f"{server.url}/projects/{pid}/images")  # a mouse and keys: the hints stay
     expect(desk.locator("#toolbar kbd").first).to_be_visible()
