@@ -245,6 +245,7 @@ def test_compare_lands_on_both_versions_measured_on_the_same_images(page, server
     page.wait_for_load_state("load")
     expect(card.locator("h2")).to_be_in_viewport()
     assert page.evaluate("window.scrollY") > 0
+    page.screenshot(path=str(ARTIFACTS / "polish-compare-01-landed.png"))  # as one sees it
     expect(page.locator("#compared-on")).to_contain_text("the same 4 images")
     expect(page.locator("#compared-on")).to_contain_text(
         "the validation images that both held out (neither trained on them)")
@@ -253,10 +254,14 @@ def test_compare_lands_on_both_versions_measured_on_the_same_images(page, server
     same = page.locator("#comparison tr", has_text="Error rate on the 4 same images")
     expect(same.locator("td").nth(0)).to_contain_text("0.0%")  # v2
     expect(same.locator("td").nth(1)).to_contain_text("50.0%")  # v1
+    cross = page.locator("#comparison tr.cross")  # all 8 images, by fold heads or final models
+    expect(cross).to_contain_text("on the 8 images both predicted")
+    expect(cross.locator("td").nth(0)).to_contain_text("0.0%")
+    expect(cross.locator("td").nth(1)).to_contain_text("25.0%")
+    expect(page.locator("#compared-on")).to_contain_text("one image is 25.0%")
     own = page.locator("#comparison tr.own")
     expect(own).to_contain_text("different images")
     expect(page.locator("#disagreements li")).to_have_count(2)
     page.click("#compared-images summary")
     expect(page.locator("#compared-images img")).to_have_count(4)
-    page.screenshot(path=str(ARTIFACTS / "polish-compare-01-landed.png"))  # as one sees it
     screenshot(page, "polish-compare-02-full-page")

@@ -49,6 +49,8 @@ def test_only_images_both_held_out_are_compared(session, project, ids):  # noqa:
     assert result.disagreeing == 2
     assert {d.image_id: d.predicted for d in result.disagreements} == {
         black[1]: ("grizzly", "black"), grizzly[0]: ("grizzly", "black")}
+    # Out of sample on every image both predicted (held out, or by fold heads): all five.
+    assert result.cross_count == 5 and result.cross_wrong == (1, 1)
 
 
 def test_labels_now_are_the_truth_and_excluded_images_are_left_out(session, project, ids):  # noqa: F811
@@ -71,3 +73,4 @@ def test_versions_that_share_no_held_out_image_compare_nothing(session, project,
     second = add_model(session, project, {black[0]: ("black", False), black[1]: ("black", True)})
     result = comparison.compare_models(session=session, first=first, second=second)
     assert result.count == 0 and result.error_rate == (None, None) and result.only == (1, 1)
+    assert result.cross_count == 2 and result.cross_error_rate == (0.0, 0.0)
