@@ -8,12 +8,11 @@ loaded, and judges both against the images' labels now (a relabel since either t
 counts for both).
 
 Those images are fewer when the dataset changed between the trainings: a label whose photos
-changed is shuffled anew (470 photos in 3 labels, 93 validating: one photo excluded leaves 76
-shared, two relabels 53). So the comparison also gives each
-version's out-of-sample error on every image both predicted: a version's validation images by
-the final model, its training images by the fold heads trained without them. That is a
-cross-validation of each training (recipe and data), not of the final weights alone, and is
-labelled so.
+changed is shuffled anew (470 photos in 3 labels, 93 validating: one photo excluded leaves
+76 shared, two relabels 53). So the comparison also gives each version's out-of-sample error
+on every image both predicted: a version's validation images by the final model, its
+training images by the fold heads trained without them. That is a cross-validation of each
+training (recipe and data), not of the final weights alone, and is labelled so.
 """
 
 from dataclasses import dataclass, field
