@@ -163,6 +163,9 @@ def test_one_bar_for_the_whole_training_in_plain_words_with_an_estimate(page, se
     expect(page.locator("#loss-chart")).to_contain_text("head epoch (1–8)")
     expect(page.locator("#error-chart")).to_contain_text("%")
     expect(page.locator("#epochs-help")).to_contain_text("head epochs, one point each")
+    page.click("#recipe summary")
+    expect(page.locator("#recipe")).to_contain_text("Head epochs (body frozen)8")
+    expect(page.locator("#recipe")).to_contain_text("Unfrozen epochs1")
 
     step(0.7, "out-of-sample predictions: fold 2/5", "Checking on photos it has not seen…",
          phase="folds")

@@ -5,7 +5,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.ml.recipe import RECIPE_FIELDS, Recipe
+from app.ml.recipe import FROZEN_EPOCHS, RECIPE_FIELDS, Recipe
 from app.models import Job, ModelVersion, Project
 from app.schemas import TrainingIn
 from app.services import jobs, projects, training
@@ -94,7 +94,8 @@ def job_page(request: Request, job_id: int, session: SessionDep, user_session: S
     project = session.get(Project, job.project_id)
     section = "train" if job.kind in ("training", "lr_find") else "overview"  # its tab
     context = project_context(session, user_session, project, section, job=job,
-                              view=jobs.job_view(job))
+                              view=jobs.job_view(job),
+                              recipe_fields={**RECIPE_FIELDS, "frozen_epochs": FROZEN_EPOCHS})
     if job.kind == "training":
         context["expected"] = expected_duration(
             session, project_id=job.project_id, params=job.params,
