@@ -10,6 +10,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -273,6 +274,51 @@ class ImagePrediction(Base):
     loss: Mapped[float] = mapped_column(Float, index=True)
     probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
     in_validation: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ImageEmbedding(Base):
+    """An image's pooled features from a frozen pretrained backbone (float16 bytes, as the
+    backbone gives them, not normalised): computed once per image and backbone by a worker,
+    the one store that clustering, suggestions, similar images and training read."""
+
+    __tablename__ = "image_embedding"
+    __table_args__ = (UniqueConstraint("image_id", "backbone"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    backbone: Mapped[str] = mapped_column(String(100))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class InboxSuggestion(Base):
+    """What the last organize job found for an inbox image: its cluster, and with a model its
+    suggested label, confidence, margin (top two probabilities) and distance to the nearest
+    labelled image."""
+
+    __tablename__ = "inbox_suggestion"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"),
+                                          unique=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"))
+    cluster: Mapped[int | None] = mapped_column(Integer, default=None)
+    centre_distance: Mapped[float | None] = mapped_column(Float, default=None)
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_version.id", ondelete="SET NULL"), default=None
+    )
+    label: Mapped[str | None] = mapped_column(String(200), default=None)
+    confidence: Mapped[float | None] = mapped_column(Float, default=None)
+    margin: Mapped[float | None] = mapped_column(Float, default=None)
+    labelled_distance: Mapped[float | None] = mapped_column(Float, default=None)
+    informative_rank: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class PredictionLog(Base):

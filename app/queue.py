@@ -10,10 +10,11 @@ TRAIN_TASK = "kodiak.train"
 SEARCH_TASK = "kodiak.search"
 IMPORT_TASK = "kodiak.url_import"
 LR_FIND_TASK = "kodiak.lr_find"
+ORGANIZE_TASK = "kodiak.organize"  # label assist: embed (torch), cluster, suggest
 TASK_OF_KIND = {"training": TRAIN_TASK, "lr_find": LR_FIND_TASK, "search": SEARCH_TASK,
-                "url_import": IMPORT_TASK}
+                "url_import": IMPORT_TASK, "organize": ORGANIZE_TASK}
 QUEUE_OF = {TRAIN_TASK: "train", SEARCH_TASK: "gather", IMPORT_TASK: "gather",
-            LR_FIND_TASK: "train"}
+            LR_FIND_TASK: "train", ORGANIZE_TASK: "train"}
 
 
 def celery_config(settings: Settings) -> dict:

@@ -82,6 +82,8 @@ class ImagePatch(Strict):
 class BulkIn(Strict):
     image_ids: list[int] = Field(min_length=1, max_length=MAX_BULK)
     label: str | None = Field(default=None, max_length=MAX_NAME)
+    inbox: bool = Field(default=False, description="true: take the label off (the images go "
+                        "back to the inbox); not with `label`")
     status: ImageStatus | None = None
     reviewed: bool | None = Field(default=None, description=REVIEWED)
 
@@ -179,3 +181,10 @@ class PredictionOut(BaseModel):
 
 class PredictionsOut(BaseModel):
     predictions: list[PredictionOut] = Field(description="One per file, in the order sent.")
+
+
+class InboxAcceptIn(Strict):
+    min_confidence: float = Field(ge=0, le=1, description="accept every suggestion at least "
+                                  "this confident")
+    cluster: int | None = Field(default=None, ge=0, le=2**31 - 1,
+                                description="only in this cluster")

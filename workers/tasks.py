@@ -4,8 +4,8 @@ from functools import cache
 
 from app.config import get_settings
 from app.db import make_engine, make_session_factory
-from app.queue import IMPORT_TASK, LR_FIND_TASK, SEARCH_TASK, TRAIN_TASK
-from app.services import gather_pipeline, training
+from app.queue import IMPORT_TASK, LR_FIND_TASK, ORGANIZE_TASK, SEARCH_TASK, TRAIN_TASK
+from app.services import gather_pipeline, label_assist, training
 from app.storage import open_storage
 from workers.celery_app import app
 
@@ -21,6 +21,7 @@ def _resources():
 def train(job_id: int) -> None:
     settings, factory, storage = _resources()
     training.run_training(factory=factory, storage=storage, settings=settings, job_id=job_id)
+    label_assist.after_training(factory=factory, settings=settings, job_id=job_id)
 
 
 @app.task(name=SEARCH_TASK)
@@ -41,3 +42,10 @@ def gather_url_import(job_id: int) -> None:
 def lr_find(job_id: int) -> None:
     settings, factory, storage = _resources()
     training.run_lr_find(factory=factory, storage=storage, settings=settings, job_id=job_id)
+
+
+@app.task(name=ORGANIZE_TASK)
+def organize(job_id: int) -> None:
+    settings, factory, storage = _resources()
+    label_assist.run_organize(factory=factory, storage=storage, settings=settings,
+                              job_id=job_id)

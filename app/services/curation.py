@@ -33,15 +33,19 @@ def bulk_update(
     label: str | None = None,
     status: str | None = None,
     reviewed: bool | None = None,
+    inbox: bool = False,
 ) -> dict:
-    """Relabel and/or exclude many images, and/or mark them reviewed (the review queue
-    leaves them out) or not; the answer says how to undo it.
+    """Relabel (or, `inbox`, take the label off: back to the inbox) and/or exclude many
+    images, and/or mark them reviewed (the review queue leaves them out) or not; the answer
+    says how to undo it.
 
     `undo` holds batches in the same shape as this call's input: replaying each through
     `bulk_update` puts every changed image back as it was.
     """
-    if label is None and status is None and reviewed is None:
-        raise InvalidInputError("give a `label`, a `status` or `reviewed` to apply")
+    if label is not None and inbox:
+        raise InvalidInputError("give either a `label` or `inbox`, not both")
+    if label is None and status is None and reviewed is None and not inbox:
+        raise InvalidInputError("give a `label`, `inbox`, a `status` or `reviewed` to apply")
     if status is not None and status not in IMAGE_STATUSES:
         raise InvalidInputError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
     if not image_ids:
@@ -57,17 +61,18 @@ def bulk_update(
     if missing:
         raise NotFoundError(f"images not in this project: {', '.join(map(str, sorted(missing)))}")
     names = {row.id: row.name for row in project.labels}
-    before: dict[tuple[str | None, str, bool], list[int]] = {}
+    before: dict[tuple[str | None, str, bool, bool], list[int]] = {}
     changed = []
     now = utcnow()
     for image in sorted(images, key=lambda i: i.id):
-        new_label = label_row.id if label_row else image.label_id
+        new_label = None if inbox else label_row.id if label_row else image.label_id
         new_status = status or image.status
         was_reviewed = image.reviewed_at is not None
         new_reviewed = was_reviewed if reviewed is None else reviewed
         if (new_label, new_status, new_reviewed) == (image.label_id, image.status, was_reviewed):
             continue
-        before.setdefault((names.get(image.label_id), image.status, was_reviewed),
+        from_inbox = image.label_id is None and new_label is not None
+        before.setdefault((names.get(image.label_id), image.status, was_reviewed, from_inbox),
                           []).append(image.id)
         if new_label != image.label_id:
             record_change(session=session, image=image, kind="label",
@@ -81,8 +86,8 @@ def bulk_update(
         changed.append(image.id)
     session.flush()
     batches = [{"image_ids": ids, "label": old_label, "status": old_status,
-                "reviewed": old_reviewed}
-               for (old_label, old_status, old_reviewed), ids in before.items()]
+                "reviewed": old_reviewed, **({"inbox": True} if from_inbox else {})}
+               for (old_label, old_status, old_reviewed, from_inbox), ids in before.items()]
     return {"changed": changed, "undo": {"batches": batches}}
 
 

@@ -157,21 +157,15 @@ def add_images(
     ready = prepare_uploads(uploads=uploads, limits=limits, result=result)
     labels = {label.name.lower(): label for label in project.labels}
     stored = _stored_hashes(session=session, project=project, uploads=ready)
-    new: dict[str, tuple[Upload, str]] = {}  # content hash -> (upload, label name)
+    new: dict[str, tuple[Upload, str | None]] = {}  # content hash -> (upload, label name)
     waiting: list[tuple[Upload, str]] = []  # (upload, hash) whose image is new in this call
     for upload in ready:
         image = upload.prepared
         if isinstance(image, ImageRejected):
             result.rejected.append(_entry(upload, reason=str(image)))
             continue
-        if not upload.label:
-            result.rejected.append(
-                _entry(upload, reason="no label: give `label`, or upload a zip of label folders")
-            )
-            continue
         try:
-            label = labels.get(upload.label.strip().lower())
-            label_name = label.name if label else clean_name(upload.label, what="label name")
+            label_name = _label_name(upload.label, labels)  # None: the image goes to the inbox
         except InvalidInputError as exc:
             result.rejected.append(_entry(upload, reason=str(exc)))
             continue
@@ -194,6 +188,15 @@ def add_images(
     return result
 
 
+def _label_name(given: str | None, labels: dict[str, Label]) -> str | None:
+    """The label an upload names (an existing one, whatever its case, or a new clean name),
+    or None when it names none: the inbox."""
+    if not given or not given.strip():
+        return None
+    label = labels.get(given.strip().lower())
+    return label.name if label else clean_name(given, what="label name")
+
+
 @dataclass
 class _Ids:
     inserted: dict[str, int]  # content hash -> id of the rows this call inserted
@@ -201,7 +204,7 @@ class _Ids:
 
 
 def _insert_images(*, session: Session, storage: Storage, project: Project,
-                   new: dict[str, tuple[Upload, str]], labels: dict[str, Label],
+                   new: dict[str, tuple[Upload, str | None]], labels: dict[str, Label],
                    source: str) -> _Ids:
     """Write the new images' files, then insert their rows (a conflict on the content hash:
     inserted by another transaction since the lookup, its file is deleted again)."""
@@ -211,13 +214,14 @@ def _insert_images(*, session: Session, storage: Storage, project: Project,
         storage.put(keys[content_hash], upload.prepared.data)
     near = _near_duplicate_index(session=session, project=project)
     label_ids = _label_ids(session=session, project=project, labels=labels,
-                           names={name for _, name in new.values()})
+                           names={name for _, name in new.values() if name})
     rows = []
     for content_hash in sorted(new):  # one order for every transaction: no deadlocks
         upload, label_name = new[content_hash]
         image = upload.prepared
         rows.append({
-            "project_id": project.id, "label_id": label_ids[label_name.lower()],
+            "project_id": project.id,
+            "label_id": label_ids[label_name.lower()] if label_name else None,
             "storage_key": keys[content_hash], "content_hash": content_hash,
             "phash": image.phash, "width": image.width, "height": image.height,
             "original_format": image.format, "original_filename": upload.filename[-500:],

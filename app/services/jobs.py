@@ -169,7 +169,7 @@ def request_cancel(*, session: Session, job: Job) -> Job:
 
 
 KIND_TITLES = {"search": "Search", "url_import": "URL import", "training": "Training",
-               "lr_find": "Learning-rate sweep"}
+               "lr_find": "Learning-rate sweep", "organize": "Inbox grouping"}
 
 
 def job_title(kind: str, number: int) -> str:

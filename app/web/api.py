@@ -17,7 +17,7 @@ from app.schemas import (
     SessionIn,
     UserIn,
 )
-from app.services import auth, catalog, datasets, projects, upload_history
+from app.services import auth, catalog, datasets, label_assist, projects, upload_history
 from app.web.deps import (
     SESSION_COOKIE,
     AdminDep,
@@ -198,7 +198,8 @@ async def upload_images(
     request: Request, project: ProjectDep, session: SessionDep,
     storage: StorageDep, settings: SettingsDep,
 ):
-    """Images, or zips of label folders, as multipart `files` (`label`: for loose images).
+    """Images, or zips of label folders, as multipart `files` (`label`: for loose images;
+    without it they go to the inbox, as do the files at a zip's root).
 
     The outcome is kept in the project's upload history; `upload_id` in the answer names its
     record, and a later request that sends it (a form field) adds to the same record.
@@ -221,6 +222,9 @@ async def upload_images(
             lambda: upload_history.upload_images(
                 session=session, storage=storage, project=project, uploads=uploads,
                 limits=datasets.Limits.from_settings(settings), upload_id=upload_id))
+    if any(entry.get("label") is None for entry in result.added):  # some went to the inbox
+        await run_in_threadpool(lambda: label_assist.organize_if_inbox(
+            session=session, settings=settings, project_id=project.id))
     return {**result.as_dict(), "upload_id": record.id}
 
 

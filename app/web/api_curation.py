@@ -19,7 +19,8 @@ router = APIRouter(prefix="/api/v1")
 @router.post("/projects/{project_id}/images/bulk")
 def bulk_update(body: BulkIn, project: ProjectDep, session: SessionDep):
     result = curation.bulk_update(session=session, project=project, image_ids=body.image_ids,
-                                  label=body.label, status=body.status, reviewed=body.reviewed)
+                                  label=body.label, status=body.status, reviewed=body.reviewed,
+                                  inbox=body.inbox)
     session.commit()
     return result
 

@@ -28,6 +28,7 @@ from app.web import (
     api_account,
     api_curation,
     api_gather,
+    api_inbox,
     api_jobs,
     api_models,
     api_predict,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_gather.router)
     app.include_router(api_curation.router)
     app.include_router(api_training.router)
+    app.include_router(api_inbox.router)
     app.include_router(api_account.router)
     app.include_router(pages.router)
     app.include_router(observability.router)
