@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -105,14 +105,13 @@ def _store_url_list(*, factory, settings: Settings, job: Job, reporter: JobRepor
         rows = [(url, None, None) for url in params["urls"]]
         provider_name, query, licence = "url", "", None
     rows = list({url[:8000]: (url[:8000], page, title) for url, page, title in rows}.values())
-    with session_scope(factory) as session:
-        session.add_all(
-            SearchResult(job_id=job.id, project_id=job.project_id,
-                         label_id=params.get("label_id"), position=i, image_url=url,
-                         page_url=page, title=title, provider=provider_name[:50],
-                         query=query[:500], licence=licence)
+    with session_scope(factory) as session:  # one executemany, not an ORM object a row
+        session.execute(insert(SearchResult), [
+            {"job_id": job.id, "project_id": job.project_id, "label_id": params.get("label_id"),
+             "position": i, "image_url": url, "page_url": page, "title": title,
+             "provider": provider_name[:50], "query": query[:500], "licence": licence}
             for i, (url, page, title) in enumerate(rows)
-        )
+        ])
     reporter.update_detail(found=len(rows))
     reporter.progress(0.0, f"found {len(rows)} image URLs; downloading")
     return len(rows)
@@ -244,18 +243,16 @@ def _prepared(downloaded: Downloaded, *, label: str, ref: int,
 
 
 async def _next_batch(finished: asyncio.Queue) -> tuple[list, bool]:
-    """Up to BATCH finished downloads, waiting at most BATCH_WAIT_S after the first."""
+    """Up to BATCH finished downloads, waiting at most BATCH_WAIT_S after the first (one
+    timer for the batch, not one a download)."""
     batch = [await finished.get()]
-    deadline = asyncio.get_running_loop().time() + BATCH_WAIT_S
-    while batch[-1] is not None and len(batch) < BATCH:
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0 and finished.empty():
-            break
-        try:
-            batch.append(finished.get_nowait() if left <= 0 else
-                         await asyncio.wait_for(finished.get(), left))
-        except TimeoutError:
-            break
+    try:
+        async with asyncio.timeout(BATCH_WAIT_S):
+            while batch[-1] is not None and len(batch) < BATCH:
+                batch.append(await finished.get())
+    except TimeoutError:  # a cancelled get() leaves its item in the queue
+        while batch[-1] is not None and len(batch) < BATCH and not finished.empty():
+            batch.append(finished.get_nowait())
     if batch[-1] is None:
         return batch[:-1], True
     return batch, False

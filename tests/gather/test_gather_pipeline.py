@@ -239,3 +239,25 @@ def test_a_download_over_the_cap_stops_early_and_stores_nothing(factory, storage
     with factory() as session:
         stored = session.scalars(select(Image.storage_key)).all()
     assert [key for key, _ in storage.list_keys()] == stored  # one image, no partial files
+
+
+def test_batches_wait_for_stragglers_briefly_and_lose_nothing(monkeypatch):
+    import asyncio
+
+    monkeypatch.setattr(gather_pipeline, "BATCH", 3)
+    monkeypatch.setattr(gather_pipeline, "BATCH_WAIT_S", 0.05)
+
+    async def go():
+        queue: asyncio.Queue = asyncio.Queue()
+        for item in (1, 2, 3, 4):
+            queue.put_nowait(item)
+        full = await gather_pipeline._next_batch(queue)  # BATCH at most
+        late = asyncio.get_running_loop().call_later(0.2, queue.put_nowait, 5)
+        partial = await gather_pipeline._next_batch(queue)  # 4, then the wait runs out
+        await asyncio.sleep(0.25)
+        queue.put_nowait(None)
+        last = await gather_pipeline._next_batch(queue)  # 5 came late; None ends
+        late.cancel()
+        return full, partial, last
+
+    assert asyncio.run(go()) == (([1, 2, 3], False), ([4], False), ([5], True))
