@@ -21,6 +21,7 @@ const state = {
   summary: null, confident: [], informative: [], watching: null,
 };
 const undoStack = [];
+const labelledHere = new Map();  // id -> label given on this page (the similar view shows it)
 let lastAccept = null;
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
@@ -105,7 +106,7 @@ function fill(list, items, options) {
 
 for (const list of [grid, restGrid]) {
   list.addEventListener("click", (e) => {
-    const similar = e.target.closest("[data-similar]");
+    const similar = e.target.closest("button.similar");
     if (similar) return showSimilar(Number(similar.dataset.similar));
     const t = e.target.closest(".tile");
     if (t) toggle(t);
@@ -256,7 +257,7 @@ function showSuggestionGrids() {
   $("rest").hidden = rest.length === 0;
   const shown = Math.round(t * 100);
   const more = state.summary && state.confident.length < state.summary.total && above.length === state.confident.length ? "+" : "";
-  $("accept").textContent = `Accept ${above.length}${more} suggestions above ${shown}%`;
+  $("accept").textContent = `Accept ${above.length}${more} suggestion${above.length === 1 && !more ? "" : "s"} above ${shown}%`;
   $("accept").disabled = above.length === 0;
   $("accept").dataset.count = above.length;
   setTitle(`${plural(above.length, "suggestion")} at ${shown}% or more, most confident first`,
@@ -280,10 +281,14 @@ async function showSimilar(imageId) {
   button.hidden = false;
   try {
     const answer = await getJSON(`/api/v1/images/${imageId}/similar?limit=24`);
-    const source = { id: imageId, thumb_url: `/api/v1/images/${imageId}/thumb?size=160` };
-    const known = [...state.confident, ...state.informative].find((i) => i.id === imageId);
-    if (known) Object.assign(source, known);
-    const items = [source, ...answer.items.filter((i) => i.id !== imageId)];
+    const known = [...state.confident, ...state.informative].find((i) => i.id === imageId) || {};
+    const source = { id: imageId, thumb_url: `/api/v1/images/${imageId}/thumb?size=240`, ...known };
+    if (labelledHere.has(imageId)) source.label = labelledHere.get(imageId);
+    // Photos still in the inbox show their suggestion, when the lists loaded here have one.
+    const suggested = new Map([...state.confident, ...state.informative].map((i) => [i.id, i.suggestion]));
+    const nearest = answer.items.filter((i) => i.id !== imageId)
+      .map((i) => (i.label ? i : { ...i, suggestion: suggested.get(i.id) || null }));
+    const items = [source, ...nearest];
     state.view = "similar";
     markView();
     grid.replaceChildren(...items.map((item) => tile(item, { selected: !item.label })));
@@ -333,11 +338,14 @@ async function refresh() {
     const empty = summary.total === 0 && state.view !== "similar";
     $("empty").hidden = !empty;
     $("workspace").hidden = empty;
+    // Suggestions once a model exists and the organize job that brings them up to date ended.
+    const organizing = summary.organize_job && ACTIVE.includes(summary.organize_job.status);
     const suggestions = root.querySelector('[data-view="suggestions"]');
-    suggestions.disabled = summary.model_id == null;
+    suggestions.disabled = summary.model_id == null || organizing;
+    suggestions.textContent = summary.model_id != null && organizing ? "Suggestions (updating…)" : "Suggestions";
     $("model-note").textContent = summary.model_id == null ? ""
       : "Suggestions come from the latest model; photos it was trained on get out-of-sample ones.";
-    if (state.view === "suggestions" && summary.model_id == null) state.view = "clusters";
+    if (state.view === "suggestions" && suggestions.disabled) state.view = "clusters";
     if (!empty) await render();
   } catch (err) {
     $("inbox-loading").hidden = true;
@@ -365,6 +373,7 @@ labelThese.addEventListener("click", async () => {
   try {
     const result = await send(`/api/v1/projects/${projectId}/images/bulk`, { json: { image_ids: ids, label } });
     if (result.changed.length) undoStack.push(result.undo);
+    for (const id of result.changed) labelledHere.set(id, label);
     setUndo();
     toast(`${plural(result.changed.length, "photo")} labelled as ${label}.`, { undo: undoLast });
     showError("");
@@ -381,6 +390,7 @@ async function undoLast() {
   if (!last) return;
   try {
     await replay(last);
+    for (const batch of last.batches || []) for (const id of batch.image_ids) labelledHere.delete(id);
     if (last === lastAccept) {
       lastAccept = null;
       $("accept-undo").hidden = true;
@@ -430,7 +440,10 @@ function syncThreshold(value) {
   if (state.view === "suggestions") showSuggestionGrids();
 }
 range.addEventListener("input", () => syncThreshold(range.value));
-number.addEventListener("change", () => syncThreshold(Math.max(0, Math.min(100, Number(number.value) || 0))));
+number.addEventListener("input", () => {
+  range.value = number.value;
+  if (state.view === "suggestions") showSuggestionGrids();
+});
 
 if (state.similarTo) state.view = "similar";
 refresh();
