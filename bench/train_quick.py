@@ -1,6 +1,9 @@
 """Train on the full bears set and print wall time, error rate and throughput (not a test).
 
 Usage: python bench/train_quick.py [--epochs 0 1] [--fp32] [--augment-views 2] [--threads N]
+                                   [--torch-body]
+The frozen body runs from its cached ONNX graph (app.ml.body) as in a train worker, unless
+--torch-body.
 Data: $KODIAK_DATA_DIR (default ../shared/data next to the repo).
 """
 
@@ -13,6 +16,7 @@ from pathlib import Path
 from common import bear_samples
 
 import app.ml.device as device_module
+from app.ml.body import shared_cache_dir
 from app.ml.train import Recipe, train_classifier
 
 
@@ -22,6 +26,8 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="also run without bf16 autocast")
     parser.add_argument("--augment-views", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--torch-body", action="store_true",
+                        help="run the frozen body in torch, not from its cached ONNX graph")
     args = parser.parse_args()
     samples, labels = bear_samples()
     rows = []
@@ -35,7 +41,8 @@ def main() -> None:
             tick = time.perf_counter()
             result = train_classifier(samples=samples, labels=labels,
                                       read_bytes=lambda key: Path(key).read_bytes(),
-                                      recipe=recipe, threads=args.threads)
+                                      recipe=recipe, threads=args.threads,
+                                      body_cache=None if args.torch_body else shared_cache_dir())
             wall = time.perf_counter() - tick
             m = result.metrics
             row = {

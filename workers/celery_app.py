@@ -1,6 +1,8 @@
 """The Celery application of the workers (queues `gather` and `train`)."""
 
+import logging
 import threading
+import time
 
 from celery import Celery
 from celery.signals import (
@@ -13,9 +15,10 @@ from celery.signals import (
 )
 
 from app.config import get_settings
-from app.queue import celery_config
+from app.queue import QUEUE_OF, TRAIN_TASK, celery_config
 
 settings = get_settings()
+log = logging.getLogger(__name__)
 app = Celery("kodiak", include=["workers.tasks"])
 app.conf.update(celery_config(settings))
 
@@ -43,6 +46,29 @@ def _start_sweeper(**_kwargs) -> None:
     threading.Thread(target=sweep_forever, name="kodiak-sweeper", daemon=True,
                      kwargs={"factory": factory, "settings": settings,
                              "stop": _sweeper_stop}).start()
+
+
+@worker_ready.connect
+def _warm_up_training(sender=None, **_kwargs) -> None:
+    """A worker on the train queue imports torch and exports the default body graph while
+    it waits for its first training (app.services.training.warm_up), in the background."""
+    consumer = getattr(sender, "task_consumer", None)
+    queues = {queue.name for queue in getattr(consumer, "queues", [])}
+    if QUEUE_OF[TRAIN_TASK] not in queues:
+        return
+
+    def warm_up() -> None:
+        started = time.perf_counter()
+        from app.services.training import warm_up
+
+        try:
+            warm_up(settings=settings)
+        except Exception:  # the first training will try again, and say why if it fails
+            log.warning("training warm-up failed", exc_info=True)
+        else:
+            log.info("training warm-up done in %.1f s", time.perf_counter() - started)
+
+    threading.Thread(target=warm_up, name="kodiak-warm-up", daemon=True).start()
 
 
 @worker_shutdown.connect

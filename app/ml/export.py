@@ -2,25 +2,26 @@
 and features.npy (the bank of training photos' embeddings "none of these" compares with)."""
 
 import json
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
+from onnx import helper, numpy_helper
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from app.ml.backbones import create_model
+from app.ml.body import OPSET, export_graph, load_graph
 from app.ml.head import Concepts
 from app.ml.novelty import TEMPERATURE, Bank
-from app.ml.preprocess import Preprocessing, probe_input
+from app.ml.preprocess import probe_input
 from app.ml.train import TrainResult
 
 FORMAT_VERSION = 1
 OUTPUTS = ("logits", "probabilities", "embedding")  # the embedding: versions with a bank
-OPSET = 18
 PROBE_TOLERANCE = 1e-4
 BANK_FILE = "features.npy"
 
@@ -59,15 +60,23 @@ def export_model(
 
     pre = result.preprocessing
     probe = probe_input(pre)
-    served = Served(model, None if result.bank is None else
-                    Concepts.of_backbone(backbone)).eval()
+    if result.body_onnx is not None:  # the body stayed frozen: its cached graph plus the head
+        served = Served(model).eval()
+        outputs = OUTPUTS if result.bank is not None else OUTPUTS[:2]
+        exporter = attach_head(result.body_onnx, model.get_classifier(), out_dir / "model.onnx",
+                               outputs=outputs)
+    else:
+        served = Served(model, None if result.bank is None else
+                        Concepts.of_backbone(backbone)).eval()
+        outputs = served.outputs
+        exporter = export_graph(served, pre.input_size, out_dir / "model.onnx", outputs)
     with torch.inference_mode():
         expected = [t.numpy() for t in served(torch.from_numpy(probe))]
-    exporter = _export_onnx(served, pre, out_dir / "model.onnx")
-    got = _run_onnx(out_dir / "model.onnx", probe, served.outputs)
-    # probabilities and embedding (logits may differ more in absolute terms, not in effect)
+    got = _run_onnx(out_dir / "model.onnx", probe, outputs)
+    # probabilities and embedding (logits may differ more in absolute terms, not in effect;
+    # an attached head's embedding is the cached body's, checked when that was exported)
     difference = max(float(np.abs(a - b).max()) for a, b in zip(got[1:], expected[1:],
-                                                                 strict=True))
+                                                                 strict=False))
     if difference > PROBE_TOLERANCE:
         raise ExportError(f"ONNX and PyTorch disagree on the probe by {difference:.2e}")
     probe_probs = expected[1]
@@ -90,7 +99,7 @@ def export_model(
         "dataset": dataset,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "onnx": {"exporter": exporter, "opset": OPSET, "input": "input",
-                 "outputs": list(served.outputs)},
+                 "outputs": list(outputs)},
         "probe": {"function": "probe_input", "probabilities": probe_probs[0].tolist(),
                   "tolerance": PROBE_TOLERANCE},
     }
@@ -113,29 +122,33 @@ def load_torch_model(model_dir: Path) -> nn.Module:
     return model.eval()
 
 
-def _export_onnx(served: Served, pre: Preprocessing, path: Path) -> str:
-    example = (torch.zeros(2, 3, pre.input_size, pre.input_size),)
-    outputs = list(served.outputs)
-    names = {"input_names": ["input"], "output_names": outputs}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                served, example, dynamo=True, opset_version=OPSET, external_data=False,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                verbose=False, **names,
-            )
-        program.save(str(path), external_data=False)
-        return "dynamo"
-    except Exception as exc:  # the classic exporter is the documented fallback
-        warnings.warn(f"dynamo ONNX export failed ({exc!r}); using the classic exporter",
-                      stacklevel=2)
-        torch.onnx.export(
-            served, example, str(path), dynamo=False, opset_version=OPSET,
-            dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
-            **names,
-        )
-        return "torchscript"
+def attach_head(body_path: Path, head: nn.Linear, path: Path, *,
+                outputs: tuple[str, ...]) -> str:
+    """Write the cached body graph with head on its features (Gemm, then Softmax) as one
+    self-contained model.onnx whose outputs are `outputs`; the exporter's name."""
+    graph_model = onnx.ModelProto()
+    graph_model.CopyFrom(load_graph(Path(body_path)))
+    graph = graph_model.graph
+    weight = head.weight.detach().float().cpu().numpy()
+    bias = head.bias.detach().float().cpu().numpy()
+    graph.initializer.extend([numpy_helper.from_array(weight, "kodiak_head_weight"),
+                              numpy_helper.from_array(bias, "kodiak_head_bias")])
+    graph.node.extend([
+        helper.make_node("Gemm", ["features", "kodiak_head_weight", "kodiak_head_bias"],
+                         ["logits"], name="kodiak_head", transB=1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="kodiak_softmax",
+                         axis=1),
+    ])
+    embedding = next(o for o in graph.output if o.name == "embedding")
+    n_classes = weight.shape[0]
+    kept = [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", n_classes])
+            for name in ("logits", "probabilities")]
+    if "embedding" in outputs:
+        kept.append(embedding)
+    del graph.output[:]
+    graph.output.extend(kept)
+    onnx.save(graph_model, str(path))
+    return "cached body + head"
 
 
 def _run_onnx(path: Path, batch: np.ndarray, outputs: tuple[str, ...]) -> list[np.ndarray]:

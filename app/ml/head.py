@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.ml.backbones import HEAD_DROP_RATE, imagenet_head
-from app.ml.device import autocast, to_device
+from app.ml.device import autocast, single_thread, to_device
 from app.ml.metrics import history_row
 from app.ml.novelty import SCORE, TEMPERATURE, Bank
 from app.ml.prepare import Prepared
@@ -35,6 +35,9 @@ class FrozenFeatures:
     train_targets: torch.Tensor
     valid: torch.Tensor
     valid_targets: torch.Tensor
+    # the eval crops' embeddings ("none of these"), when the body graph gave them in one pass
+    train_embedding: np.ndarray | None = None
+    valid_embedding: np.ndarray | None = None
 
 
 def frozen_features(run: Prepared) -> FrozenFeatures:
@@ -51,16 +54,45 @@ def frozen_features(run: Prepared) -> FrozenFeatures:
     def on_batch(done: int) -> None:
         run.report("frozen", 0.9 * done / total, f"frozen features {done}/{total}", epoch=0)
 
-    train = extract_features(run.model, train_view, n_train * run.n_views, run.device,
-                             on_batch=on_batch)
-    valid = extract_features(run.model, lambda i: to_chw(run.crops[run.valid_pos[i]], run.pre),
-                             n_valid, run.device, fp32=True,
-                             on_batch=lambda done: on_batch(n_train * run.n_views + done))
+    if run.body_onnx is not None:
+        train, train_emb = onnx_features(run, train_view, n_train * run.n_views, on_batch)
+        valid, valid_emb = onnx_features(
+            run, lambda i: to_chw(run.crops[run.valid_pos[i]], run.pre), n_valid,
+            lambda done: on_batch(n_train * run.n_views + done))
+        train_emb = train_emb[:n_train]
+    else:
+        train = extract_features(run.model, train_view, n_train * run.n_views, run.device,
+                                 on_batch=on_batch)
+        valid = extract_features(run.model, lambda i: to_chw(run.crops[run.valid_pos[i]],
+                                                             run.pre),
+                                 n_valid, run.device, fp32=True,
+                                 on_batch=lambda done: on_batch(n_train * run.n_views + done))
+        train_emb = valid_emb = None
     run.speed["frozen"] = total / (time.perf_counter() - started)
-    return FrozenFeatures(train=train, valid=valid,
+    return FrozenFeatures(train=train.to(run.device), valid=valid.to(run.device),
                           train_targets=run.targets[run.train_pos].repeat(run.n_views)
                           .to(run.device),
-                          valid_targets=run.targets[run.valid_pos].to(run.device))
+                          valid_targets=run.targets[run.valid_pos].to(run.device),
+                          train_embedding=train_emb, valid_embedding=valid_emb)
+
+
+def onnx_features(run: Prepared, make_view: Callable[[int], np.ndarray], count: int,
+                  on_batch: Callable[[int], None]) -> tuple[torch.Tensor, np.ndarray]:
+    """Features and embeddings of views 0..count-1 from the body's cached graph, fp32."""
+    from app.ml.body import BODY_OUTPUTS, session
+
+    body = session(run.body_onnx, run.threads)
+    features, embeddings = [], []
+    for start in range(0, count, FEATURE_BATCH):
+        stop = min(start + FEATURE_BATCH, count)
+        batch = np.stack([make_view(i) for i in range(start, stop)])
+        feature, embedding = body.run(list(BODY_OUTPUTS), {"input": batch})
+        features.append(feature)
+        embeddings.append(embedding)
+        on_batch(stop)
+    if not features:
+        return torch.zeros(0, 0), np.zeros((0, 0), np.float32)
+    return torch.from_numpy(np.concatenate(features)), np.concatenate(embeddings)
 
 
 def extract_features(model: nn.Module, make_view: Callable[[int], np.ndarray], count: int,
@@ -143,6 +175,11 @@ def train_head(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, r
     optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
                                                    total_steps=recipe.head_epochs * steps)
+    with single_thread(features.device):
+        _head_epochs(head, features, targets, recipe, steps, optimizer, schedule, on_epoch)
+
+
+def _head_epochs(head, features, targets, recipe, steps, optimizer, schedule, on_epoch):
     for epoch in range(recipe.head_epochs):
         started = time.perf_counter()
         order = torch.randperm(len(features)).to(features.device)
@@ -193,10 +230,13 @@ def photo_bank(run: Prepared, features: FrozenFeatures) -> tuple[Bank, dict]:
             on_batch=lambda done: run.report("bank", done / len(crops),
                                              f"embedding the photos {done}/{len(crops)}"))
         train, valid = fresh[:n_train], fresh[n_train:n_train + n_valid]
-    concepts = Concepts.of_backbone(run.recipe.backbone).to(run.device)
-    with torch.inference_mode():
-        train_emb = concepts(train.float()).cpu().numpy()
-        valid_emb = concepts(valid.float()).cpu().numpy()
+    if features.train_embedding is not None and not run.recipe.epochs:
+        train_emb, valid_emb = features.train_embedding, features.valid_embedding
+    else:
+        concepts = Concepts.of_backbone(run.recipe.backbone).to(run.device)
+        with torch.inference_mode():
+            train_emb = concepts(train.float()).cpu().numpy()
+            valid_emb = concepts(valid.float()).cpu().numpy()
     folds = fold_assignment(run.groups(run.train_pos), folds=OOS_FOLDS, seed=run.recipe.seed)
     bank = Bank.build(train_emb, labels=run.targets[run.train_pos].numpy(),
                       folds=np.asarray(folds), seed=run.recipe.seed)

@@ -4,6 +4,7 @@ optionally all layers with discriminative learning rates and a one-cycle schedul
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ class TrainResult:
     skipped: list[str] = field(default_factory=list)
     oos_probabilities: list[list[float] | None] = field(default_factory=list)
     bank: Bank | None = None  # the training photos' embeddings, calibrated (app.ml.novelty)
+    body_onnx: Path | None = None  # the frozen body's cached graph, when the body stayed frozen
 
 
 def train_classifier(
@@ -45,15 +47,18 @@ def train_classifier(
     should_stop: Callable[[], bool] | None = None,
     device: str | None = None,
     threads: int | None = None,
+    body_cache: Path | None = None,
 ) -> TrainResult:
     """Fine-tune recipe.backbone on samples; return the fp32 CPU model, its metrics, an
     out-of-sample prediction for every image (K-fold heads for training images, the final
-    model for validation images) and the bank of training photos "none of these" uses."""
+    model for validation images) and the bank of training photos "none of these" uses.
+    body_cache: where the frozen body's ONNX graphs are kept (app.ml.body); with it, a CPU
+    training whose body stays frozen runs the body in ONNX Runtime and exports no graph."""
     started = time.perf_counter()
     report = Reporter(progress, should_stop)
     report.plan(**_phase_costs(len(samples), recipe))
     run = prepare(samples=samples, labels=labels, read_bytes=read_bytes, recipe=recipe,
-                  report=report, device=device, threads=threads)
+                  report=report, device=device, threads=threads, body_cache=body_cache)
     features = frozen_features(run)  # the body runs once per view of each image
     valid_logits = fit_head(run, features)  # the new head learns, the body stays frozen
     train_oos = out_of_sample(run, features)  # K-fold heads on the same features
@@ -106,4 +111,5 @@ def _result(run: Prepared, metrics: dict, probabilities: np.ndarray, train_oos: 
         skipped=run.skipped,
         oos_probabilities=oos,
         bank=bank,
+        body_onnx=run.body_onnx,
     )

@@ -34,15 +34,23 @@ def small_bears(data_dir):
     return bear_samples(data_dir, every=10)
 
 
+def body_cache() -> Path:
+    """The frozen bodies' graphs as a train worker keeps them (exported on first use)."""
+    from app.ml.body import shared_cache_dir
+
+    return shared_cache_dir() or Path(__file__).resolve().parents[2] / "var" / "cache" / "bodies"
+
+
 @pytest.fixture(scope="session")
 def trained(small_bears):
-    """A head-only model on 60 bear photos (a few seconds on 2 cores)."""
+    """A head-only model on 60 bear photos, the body in ONNX Runtime from its cached graph, as
+    the default recipe trains (a few seconds on 2 cores)."""
     from app.ml.recipe import Recipe
     from app.ml.train import train_classifier
 
     samples, labels = small_bears
     return train_classifier(samples=samples, labels=labels, read_bytes=read_bytes,
-                            recipe=Recipe(epochs=0, **TINY))
+                            recipe=Recipe(epochs=0, **TINY), body_cache=body_cache())
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ def test_version_folder_is_complete(exported, trained):
                                              "features.npy"}
     assert json.loads((out / "model.json").read_text()) == meta
     assert meta["format_version"] == 1 and meta["labels"] == trained.labels
+    # the default recipe's graph: the cached frozen body with the trained head attached
+    assert meta["onnx"]["exporter"] == "cached body + head"
     assert meta["preprocessing"] == trained.preprocessing.to_dict()
     assert meta["metrics"]["error_rate"] == trained.metrics["error_rate"]
     graph = onnx.load(str(out / "model.onnx"))

@@ -9,7 +9,7 @@ from app.ml.images import decode_rgb
 from app.ml.preprocess import center_crop, to_chw
 from app.ml.recipe import Recipe, TrainingCancelled
 from app.ml.train import train_classifier
-from tests.ml.conftest import TINY, read_bytes
+from tests.ml.conftest import TINY, body_cache, read_bytes
 
 
 def test_head_only_training_beats_chance_and_reports(trained, small_bears):
@@ -32,7 +32,7 @@ def test_head_only_training_beats_chance_and_reports(trained, small_bears):
 def test_same_seed_gives_identical_metrics(trained, small_bears):
     samples, labels = small_bears
     again = train_classifier(samples=samples, labels=labels, read_bytes=read_bytes,
-                             recipe=Recipe(epochs=0, **TINY))
+                             recipe=Recipe(epochs=0, **TINY), body_cache=body_cache())
     strip = [{k: v for k, v in row.items() if k != "seconds"}
              for row in again.metrics["history"]]
     assert strip == [{k: v for k, v in row.items() if k != "seconds"}

@@ -7,7 +7,7 @@ import pytest
 from app.db import session_scope
 from app.models import ModelVersion
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, api_key
-from tests.ml.conftest import TINY, bear_samples, read_bytes
+from tests.ml.conftest import TINY, bear_samples, body_cache, read_bytes
 
 _TRAINED: dict[Path, tuple] = {}
 
@@ -23,7 +23,7 @@ def train_bear_model(data_dir: Path, out: Path) -> tuple:
 
         samples, labels = bear_samples(data_dir, every=10)
         result = train_classifier(samples=samples, labels=labels, read_bytes=read_bytes,
-                                  recipe=Recipe(epochs=0, **TINY))
+                                  recipe=Recipe(epochs=0, **TINY), body_cache=body_cache())
         meta = export_model(result=result, out_dir=out, backbone="efficientnet_lite0",
                             recipe={"epochs": 0}, dataset={"images": len(samples)})
         _TRAINED[data_dir] = (out, meta, result, samples)
