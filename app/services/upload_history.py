@@ -5,7 +5,7 @@ One Upload click may send several requests (the page sends files in batches): th
 answer carries the record's id, and the next requests name it (`upload_id`) to add to it.
 """
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Project, UploadRecord, utcnow
@@ -65,31 +65,42 @@ def record_upload(*, session: Session, project: Project, result: datasets.AddRes
     return record
 
 
-def list_uploads(*, session: Session, project: Project, dismissed: bool = False,
-                 limit: int = 100) -> list[UploadRecord]:
-    """The project's uploads, newest first: those still shown (or, `dismissed`, every one)."""
+def _uploads(project: Project, dismissed: bool):
     query = select(UploadRecord).where(UploadRecord.project_id == project.id)
-    if not dismissed:
-        query = query.where(UploadRecord.dismissed_at.is_(None))
-    return list(session.scalars(query.order_by(UploadRecord.id.desc()).limit(limit)))
+    return query if dismissed else query.where(UploadRecord.dismissed_at.is_(None))
 
 
-def dismiss_uploads(*, session: Session, project: Project, upload_ids: list[int]) -> int:
-    """Hide these uploads from the project page (the Failed page keeps their rejections);
-    how many were still shown."""
-    upload_ids = [i for i in upload_ids if 0 < i < 2**63]  # beyond a database integer: none
-    if not upload_ids:
-        return 0
-    changed = session.execute(
-        update(UploadRecord)
-        .where(UploadRecord.project_id == project.id, UploadRecord.id.in_(upload_ids),
-               UploadRecord.dismissed_at.is_(None))
-        .values(dismissed_at=utcnow()))
+def list_uploads(*, session: Session, project: Project, dismissed: bool = False,
+                 limit: int = 100, offset: int = 0) -> list[UploadRecord]:
+    """The project's uploads, newest first: those still shown (or, `dismissed`, every one)."""
+    return list(session.scalars(_uploads(project, dismissed).order_by(UploadRecord.id.desc())
+                                .limit(limit).offset(offset)))
+
+
+def count_uploads(*, session: Session, project: Project) -> int:
+    """How many of the project's uploads are still shown."""
+    return session.scalar(select(func.count()).select_from(
+        _uploads(project, dismissed=False).subquery()))
+
+
+def dismiss_uploads(*, session: Session, project: Project,
+                    upload_ids: list[int] | None) -> int:
+    """Hide these uploads (None: all of them) from the project page (the Failed page keeps
+    their rejections); how many were still shown."""
+    condition = [UploadRecord.project_id == project.id, UploadRecord.dismissed_at.is_(None)]
+    if upload_ids is not None:
+        upload_ids = [i for i in upload_ids if 0 < i < 2**63]  # beyond a database integer
+        if not upload_ids:
+            return 0
+        condition.append(UploadRecord.id.in_(upload_ids))
+    changed = session.execute(update(UploadRecord).where(*condition)
+                              .values(dismissed_at=utcnow()))
     return changed.rowcount
 
 
 def rejected_uploads(*, session: Session, project: Project, limit: int = 500) -> list[dict]:
-    """Every file an upload or import rejected, newest upload first, with its reason."""
+    """Every file an upload or import rejected, newest upload first, with its reason (the
+    newest `limit`)."""
     rows = []
     query = (select(UploadRecord).where(UploadRecord.project_id == project.id)
              .order_by(UploadRecord.id.desc()))

@@ -58,12 +58,15 @@ def failed(project: ProjectDep, session: SessionDep):
 
 
 @router.get("/projects/{project_id}/uploads")
-def list_uploads(project: ProjectDep, session: SessionDep, dismissed: bool = False):
+def list_uploads(project: ProjectDep, session: SessionDep, dismissed: bool = False,
+                 limit: int = 100, offset: int = 0):
     """The project's upload history, newest first: uploads not dismissed yet (`dismissed`:
     every one), each with its counts and every rejected file with its reason."""
+    limit, offset = max(1, min(limit, 1000)), max(0, min(offset, 2**62))
     return {"uploads": [upload_history.upload_out(record) for record in
                         upload_history.list_uploads(session=session, project=project,
-                                                    dismissed=dismissed)]}
+                                                    dismissed=dismissed, limit=limit,
+                                                    offset=offset)]}
 
 
 @router.post("/projects/{project_id}/uploads/dismiss")

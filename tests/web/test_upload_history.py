@@ -111,3 +111,38 @@ def test_someone_else_cannot_read_or_dismiss_the_history(client, admin, other_us
     assert client.post(f"{url}/dismiss", headers=other_user,
                        json={"upload_ids": [answer["upload_id"]]}).status_code == 404
     assert len(history(client, admin, project["id"])) == 1
+
+
+def test_the_project_page_lists_uploads_and_dismisses_one_or_every_one(
+        client, settings, admin, project, data_dir):
+    from tests.web.test_pages import sign_in
+
+    pid = project["id"]
+    for file in odd_files(data_dir)[:3]:
+        upload(client, admin, pid, [file], label="grizzly")
+    csrf = sign_in(client)
+    page = client.get(f"/projects/{pid}").text
+    assert page.count('class="upload"') == 3 and "Dismiss all 3" in page
+    assert all(name in page for name in ODD[:3])
+    oldest = history(client, admin, pid)[-1]["id"]
+    dismissed = client.post(f"/projects/{pid}/uploads/dismiss", follow_redirects=False,
+                            data={"csrf_token": csrf, "upload_id": str(oldest)})
+    assert dismissed.status_code == 303
+    assert dismissed.headers["location"] == f"/projects/{pid}#uploads"
+    assert oldest not in [record["id"] for record in history(client, admin, pid)]
+
+    # More than the page shows: it says so, and "Dismiss all" takes every one.
+    from app.db import make_engine, make_session_factory
+    from app.models import UploadRecord
+
+    with make_session_factory(make_engine(settings.resolved_database_url()))() as session:
+        session.add_all(UploadRecord(project_id=pid, added=1, duplicates=0, rejected=[])
+                        for _ in range(100))
+        session.commit()
+    page = client.get(f"/projects/{pid}").text
+    assert page.count('class="upload"') == 100 and "2 older uploads not shown here" in page
+    client.post(f"/projects/{pid}/uploads/dismiss", data={"csrf_token": csrf, "every": "true"})
+    assert history(client, admin, pid) == [] and 'id="uploads"' not in client.get(
+        f"/projects/{pid}").text
+    assert len(history(client, admin, pid, dismissed="true", limit=1000)) == 103
+    assert len(history(client, admin, pid, dismissed="true", offset=100)) == 3

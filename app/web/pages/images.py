@@ -28,6 +28,7 @@ from app.web.security import from_another_site
 router = page_router()
 GRID_PAGE = 200
 REVIEW_PAGE = 60
+FAILED_PAGE = 500  # rejected upload files listed at most
 
 
 def summary(result: datasets.AddResult) -> str:
@@ -63,9 +64,11 @@ async def project_upload(request: Request, project: PageProjectDep, user_session
 
 @router.post("/projects/{project_id}/uploads/dismiss")
 def uploads_dismiss(form: CsrfFormDep, project: PageProjectDep, session: SessionDep,
-                    upload_id: Annotated[list[int], Form()] = ()):
-    """Dismiss uploads from the project page's history (a form per upload, or all shown)."""
-    upload_history.dismiss_uploads(session=session, project=project, upload_ids=list(upload_id))
+                    upload_id: Annotated[list[int], Form()] = (),
+                    every: Annotated[bool, Form()] = False):
+    """Dismiss uploads from the project page's history (a form per upload, or `every` one)."""
+    upload_history.dismiss_uploads(session=session, project=project,
+                                   upload_ids=None if every else list(upload_id))
     session.commit()
     return RedirectResponse(f"/projects/{project.id}#uploads", status_code=303)
 
@@ -136,7 +139,8 @@ def failed_page(request: Request, project: PageProjectDep, session: SessionDep,
     return render(request, "failed.html", **project_context(
         session, user_session, project, "failed",
         rows=curation.failed_verifications(session=session, project=project),
-        uploads=upload_history.rejected_uploads(session=session, project=project)))
+        uploads=upload_history.rejected_uploads(session=session, project=project,
+                                                limit=FAILED_PAGE), limit=FAILED_PAGE))
 
 
 @router.get("/projects/{project_id}/images/{image_id}", response_class=HTMLResponse)

@@ -59,6 +59,7 @@ def project_page(request: Request, project: PageProjectDep, session: SessionDep,
         label_totals=projects.label_image_totals(session=session, project=project),
         latest=curation.latest_model(session=session, project=project),
         uploads=upload_history.list_uploads(session=session, project=project),
+        uploads_shown=upload_history.count_uploads(session=session, project=project),
         max_images=gathering.MAX_IMAGES, default_images=settings.search_max_images,
         licences=search.LICENCES))
 
