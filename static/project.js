@@ -191,7 +191,8 @@ async function upload(items) {
     return;
   }
   status.textContent += " Showing the upload history…";
-  location.replace(`/projects/${projectId}?uploaded=${uploadId}#uploads`);  // one navigation
+  // One navigation, a moment after the final count shows.
+  setTimeout(() => location.replace(`/projects/${projectId}?uploaded=${uploadId}#uploads`), 600);
 }
 
 form.addEventListener("submit", (e) => {
