@@ -232,14 +232,17 @@ function setTitle(title, note) {
 async function showCluster() {
   const clusters = clustersBySize();
   if (!clusters.some((c) => c.id === state.cluster)) state.cluster = clusters[0]?.id ?? null;
-  showPicker(clusters);
   const query = state.cluster == null ? "" : `&cluster=${state.cluster}`;
   const page = await getJSON(`${INBOX}?order=cluster&limit=${LIMIT}${query}`);
-  fill(grid, page.items, { selected: true });
+  showPicker(clusters);  // with the grid, so the two never show different groups
+  // A group opens all selected (its misfits are clicked out); photos not grouped yet, none.
+  const grouped = state.cluster != null;
+  fill(grid, page.items, { selected: grouped });
   const index = clusters.findIndex((c) => c.id === state.cluster);
   const name = index >= 0 ? clusterName(index) : "Not grouped yet";
-  setTitle(`${name}: ${plural(page.total, "photo")}`,
-    "All selected: click the photos that do not belong to leave them out, then choose a label and “Label these”.");
+  setTitle(`${name}: ${plural(page.total, "photo")}`, grouped
+    ? "All selected: click the photos that do not belong to leave them out, then choose a label and “Label these”."
+    : "Click photos to select them for a label, or wait a moment for the groups.");
 }
 
 function threshold() {
@@ -253,6 +256,14 @@ function showSuggestionGrids() {
   const aboveIds = new Set(above.map((i) => i.id));
   const rest = state.informative.filter((i) => !aboveIds.has(i.id));
   fill(grid, above);
+  if (!above.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = state.confident.some((i) => i.suggestion)
+      ? "No suggestion is that confident: lower the confidence to see more."
+      : "No suggestions yet: they come with the next organize job.";
+    grid.append(li);
+  }
   fill(restGrid, rest);
   $("rest").hidden = rest.length === 0;
   const shown = Math.round(t * 100);
@@ -333,7 +344,6 @@ async function refresh() {
     const summary = await getJSON(`${INBOX}?order=cluster&limit=1`);
     state.summary = summary;
     $("inbox-loading").hidden = true;
-    $("inbox-total").textContent = `${plural(summary.total, "photo")} without a label`;
     showOrganize(summary);
     const empty = summary.total === 0 && state.view !== "similar";
     $("empty").hidden = !empty;
@@ -347,6 +357,8 @@ async function refresh() {
       : "Suggestions come from the latest model; photos it was trained on get out-of-sample ones.";
     if (state.view === "suggestions" && suggestions.disabled) state.view = "clusters";
     if (!empty) await render();
+    // Last, once the view shows the same state (what the browser test waits for).
+    $("inbox-total").textContent = `${plural(summary.total, "photo")} without a label`;
   } catch (err) {
     $("inbox-loading").hidden = true;
     showError(`The inbox could not be loaded: ${err.message}`);

@@ -192,6 +192,9 @@ def test_inbox_flow_in_the_browser(page, app_url, data_dir):  # noqa: F811
                    if i["id"] not in {a["id"] for a in above}]
     assert ids_of(rest) == informative
     screenshot(page, "inbox-05-suggestions")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "inbox-05-suggestions-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # Accept above the threshold, then undo: the photos go back to the inbox.
     accept.click()
