@@ -1,6 +1,6 @@
 """Serve a model version with ONNX Runtime on CPU; never imports torch.
 
-model.onnx takes `input` (float32 NCHW, preprocess_batch's output) and returns `logits`,
+model.onnx takes `input` (float32 NCHW, prepare_batch's output) and returns `logits`,
 `probabilities` (softmax already applied) and, in versions with a feature bank
 (`features.npy`), the photo's `embedding` from the same pass; predict_proba returns the
 probabilities, forward adds each photo's familiarity with the training photos
@@ -8,6 +8,7 @@ probabilities, forward adds each photo's familiarity with the training photos
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,13 @@ import onnxruntime as ort
 from PIL import Image
 
 from app.ml.novelty import Bank, unit_rows
-from app.ml.preprocess import Preprocessing, preprocess_batch, probe_input
+from app.ml.preprocess import Preprocessing, center_crop, probe_input
 
 PROBE_TOLERANCE = 1e-4
+# Rows per ONNX Runtime call: a larger batch is run in slices, so the memory arena (which
+# keeps its largest allocation) holds at most this many images' activations. More rows per
+# call buy nothing here: CPU time per image is flat from 1 to 8 (Lite0 at 224 px).
+MAX_RUN_ROWS = 8
 
 
 class ModelLoadError(RuntimeError):
@@ -45,17 +50,8 @@ class Classifier:
         model_dir = Path(model_dir)
         try:
             meta = json.loads((model_dir / "model.json").read_text())
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # A web process also decodes images on these cores: idle ORT threads must sleep,
-            # not spin; and no arena that keeps the largest batch's activations for good.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.enable_cpu_mem_arena = False
-            if threads:
-                options.intra_op_num_threads = threads
-                options.inter_op_num_threads = 1
             session = ort.InferenceSession(
-                str(model_dir / "model.onnx"), sess_options=options,
+                str(model_dir / "model.onnx"), sess_options=session_options(threads),
                 providers=["CPUExecutionProvider"],
             )
             classifier = cls(session=session, meta=meta, bank=_bank(model_dir, meta))
@@ -73,11 +69,11 @@ class Classifier:
         """Class probabilities, N x len(labels), in labels order."""
         if not images:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self._run(preprocess_batch(images, self.preprocessing))[0]
+        return self._run(self.prepare(images))[0]
 
     def prepare(self, images: list[Image.Image]) -> np.ndarray:
         """The model's input for these images (float32 NCHW), so forward can run elsewhere."""
-        return preprocess_batch(images, self.preprocessing)
+        return prepare_batch(images, self.preprocessing)
 
     def scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities and (versions with a bank) each photo's similarity with the
@@ -127,8 +123,47 @@ class Classifier:
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities, and the embedding when there is a bank to compare it with."""
         names = ["probabilities"] if self.bank is None else ["probabilities", "embedding"]
-        out = self.session.run(names, {"input": batch.astype(np.float32)})
+        batch = np.asarray(batch, dtype=np.float32)
+        if len(batch) > MAX_RUN_ROWS:
+            parts = [self._run(batch[i:i + MAX_RUN_ROWS])
+                     for i in range(0, len(batch), MAX_RUN_ROWS)]
+            return (np.concatenate([p[0] for p in parts]),
+                    None if self.bank is None else np.concatenate([p[1] for p in parts]))
+        out = self.session.run(names, {"input": batch})
         return out[0], (out[1] if self.bank is not None else None)
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """ONNX Runtime's options for serving: full graph optimisation, operators run one after
+    another (`threads` of them, default the cores this process may use, split each one)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.inter_op_num_threads = 1
+    # A web process also decodes images on these cores: idle ORT threads must sleep, not
+    # spin (spinning halved throughput on a busy 2-core machine). The memory arena stays on
+    # (the default): without it every call maps and faults in its activations afresh, a
+    # quarter more CPU per image under load; _run's slices bound what it keeps.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def prepare_batch(images: list[Image.Image], pre: Preprocessing) -> np.ndarray:
+    """preprocess_batch() written straight into one float32 NCHW array: each crop's uint8
+    channels scaled and shifted in place (x / 255 - mean) / std as one multiply-add, no
+    float HWC copy, no transpose, no stack (a tenth of the time; equal within 1e-6)."""
+    size = pre.input_size
+    batch = np.empty((len(images), 3, size, size), dtype=np.float32)
+    std = np.asarray(pre.std, dtype=np.float64)
+    scale = (1 / (255 * std)).astype(np.float32)
+    shift = (-np.asarray(pre.mean, dtype=np.float64) / std).astype(np.float32)
+    for out, image in zip(batch, images, strict=True):
+        pixels = np.asarray(center_crop(image, pre))
+        for c in range(3):
+            np.multiply(pixels[:, :, c], scale[c], out=out[c])
+            out[c] += shift[c]
+    return batch
 
 
 def _bank(model_dir: Path, meta: dict) -> Bank | None:

@@ -1,15 +1,18 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
+from app.ml import predict as predict_module
 from app.ml.export import load_torch_model
 from app.ml.images import decode_rgb
-from app.ml.predict import Classifier, ModelLoadError
-from app.ml.preprocess import preprocess_batch
+from app.ml.predict import Classifier, ModelLoadError, prepare_batch, session_options
+from app.ml.preprocess import Preprocessing, preprocess_batch
 
 
 def validation_images(trained, small_bears):
@@ -59,3 +62,52 @@ def test_load_refuses_a_missing_graph(exported, tmp_path):
     (broken / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelLoadError):
         Classifier.load(broken)
+
+
+def test_prepare_batch_is_preprocess_batch_written_in_place(small_bears):
+    samples, _ = small_bears
+    images = [decode_rgb(Path(s.key).read_bytes(), draft_size=256) for s in samples[:6]]
+    images.append(images[0].convert("L"))  # a grey photo is made RGB as preprocess does
+    for pre in (Preprocessing(), Preprocessing(mean=(0.485, 0.456, 0.406),
+                                               std=(0.229, 0.224, 0.225))):
+        expected = preprocess_batch(images, pre)
+        got = prepare_batch(images, pre)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-6
+    assert prepare_batch([], Preprocessing()).shape == (0, 3, 224, 224)
+
+
+def test_large_batches_run_in_slices_with_the_same_answers(exported, small_bears,
+                                                           monkeypatch):
+    classifier = Classifier.load(exported[0], threads=1)
+    samples, _ = small_bears
+    images = [decode_rgb(Path(s.key).read_bytes(), draft_size=256) for s in samples[:5]]
+    batch = classifier.prepare(images)
+    whole = classifier.scores(batch)
+    rows_per_call = []
+    real_run = classifier.session.run
+
+    class Recording:
+        def run(self, names, feeds):
+            rows_per_call.append(len(feeds["input"]))
+            return real_run(names, feeds)
+
+    monkeypatch.setattr(predict_module, "MAX_RUN_ROWS", 2)
+    classifier.session = Recording()
+    sliced = classifier.scores(batch)
+    assert rows_per_call == [2, 2, 1]
+    assert np.abs(sliced[0] - whole[0]).max() < 1e-6
+    assert (sliced[1] is None) == (whole[1] is None)
+    if whole[1] is not None:
+        assert np.abs(sliced[1] - whole[1]).max() < 1e-6
+
+
+def test_session_options_use_the_cores_one_operator_at_a_time():
+    options = session_options()
+    assert options.intra_op_num_threads == len(os.sched_getaffinity(0))
+    assert options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.enable_cpu_mem_arena  # bounded by MAX_RUN_ROWS
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session_options(3).intra_op_num_threads == 3

@@ -107,6 +107,26 @@ def test_private_deployment_answers_only_its_owner(served, data_dir):
                         headers=eve).status_code == 404
 
 
+def test_the_caller_is_checked_before_the_image_is_read(served, data_dir):
+    client, admin, _, v1, _ = served
+    data = bear(data_dir, "teddy")
+    wrong = post_file(client, "bears", data, {"Authorization": "Bearer not-a-key"})
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid API key"
+    assert client.post("/api/v1/predict/bears", headers={"Authorization": "Bearer nope"},
+                       content=b"not even multipart").status_code == 401
+    deploy(client, admin, v1, "browser-bears")  # private: only its owner's session
+    login = client.post("/api/v1/session",
+                        json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    try:
+        assert post_file(client, "browser-bears", data).status_code == 403  # no CSRF token
+        signed_in = post_file(client, "browser-bears", data,
+                              {"X-CSRF-Token": login.json()["csrf_token"]})
+        assert signed_in.status_code == 200 and signed_in.json()["label"] == "teddy"
+    finally:
+        client.cookies.clear()
+    assert post_file(client, "browser-bears", data).status_code == 404
+
+
 def test_unknown_uses_the_calibrated_threshold_and_a_deployment_override(
         served, bear_model, data_dir):
     client, admin, project_id, *_ = served
