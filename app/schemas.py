@@ -93,7 +93,8 @@ class UploadDismissIn(Strict):
 
 
 class SearchIn(Strict):
-    label: str = Field(min_length=1, max_length=MAX_NAME)
+    label: str | None = Field(default=None, min_length=1, max_length=MAX_NAME,
+                              description="omitted: the images go to the inbox (give `query`)")
     query: str | None = Field(default=None, max_length=500)
     max_images: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
     provider: str | None = Field(default=None, max_length=50)
@@ -104,7 +105,8 @@ class SearchIn(Strict):
 
 
 class UrlImportIn(Strict):
-    label: str = Field(min_length=1, max_length=MAX_NAME)
+    label: str | None = Field(default=None, min_length=1, max_length=MAX_NAME,
+                              description="omitted: the images go to the inbox")
     urls: list[str] = Field(min_length=1, max_length=MAX_URLS)
 
 

@@ -21,7 +21,7 @@ def _resources():
 def train(job_id: int) -> None:
     settings, factory, storage = _resources()
     training.run_training(factory=factory, storage=storage, settings=settings, job_id=job_id)
-    label_assist.after_training(factory=factory, settings=settings, job_id=job_id)
+    label_assist.organize_after(factory=factory, settings=settings, job_id=job_id)
 
 
 @app.task(name=SEARCH_TASK)
@@ -29,6 +29,7 @@ def gather_search(job_id: int) -> None:
     settings, factory, storage = _resources()
     gather_pipeline.run_gathering(factory=factory, storage=storage, settings=settings,
                                   job_id=job_id)
+    label_assist.organize_after(factory=factory, settings=settings, job_id=job_id)
 
 
 @app.task(name=IMPORT_TASK)
@@ -36,6 +37,7 @@ def gather_url_import(job_id: int) -> None:
     settings, factory, storage = _resources()
     gather_pipeline.run_gathering(factory=factory, storage=storage, settings=settings,
                                   job_id=job_id)
+    label_assist.organize_after(factory=factory, settings=settings, job_id=job_id)
 
 
 @app.task(name=LR_FIND_TASK)

@@ -189,7 +189,7 @@ async def _download_and_file(*, factory, storage: Storage, settings: Settings, j
         return counts
     limits = datasets.Limits.from_settings(settings)
     policy = policy_from_settings(settings)
-    label = job.params["label"]
+    label = job.params.get("label")  # None: the inbox
     # Decoding and re-encoding happen in threads as each download lands (Pillow releases the
     # GIL), overlapping the network; the filing thread only stores. The queue bounds how
     # many finished downloads wait, each in its spooled temp file (at most spool_bytes of

@@ -1,4 +1,5 @@
-"""Gathering jobs, the web side: start a web image search or a URL-list import into a label.
+"""Gathering jobs, the web side: start a web image search or a URL-list import into a label
+(or, without one, into the inbox).
 
 Each start commits the job (within its owner's quota: jobs.check_quota), then enqueues it; the
 worker runs it with `gather_pipeline.run_gathering`. `search_results` lists what a job found.
@@ -28,7 +29,7 @@ def _label_for(*, session: Session, project: Project, name: str):
     return add_label(session=session, project=project, name=name)
 
 
-def start_search(*, session: Session, settings: Settings, project: Project, label: str,
+def start_search(*, session: Session, settings: Settings, project: Project, label: str | None,
                  query: str | None = None, max_images: int | None = None,
                  provider: str | None = None, licence: str | None = None) -> Job:
     """Create a search job for a label (made if missing), commit, then enqueue it; `licence`
@@ -45,19 +46,22 @@ def start_search(*, session: Session, settings: Settings, project: Project, labe
         raise InvalidInputError(
             f"unknown licence {licence!r}; use one of {', '.join(search.LICENCES)}, or none "
             "for any licence")
-    row = _label_for(session=session, project=project, name=label)
-    query = " ".join((query or row.query or row.name).split())[:500]
+    row = _label_for(session=session, project=project, name=label) if label else None
+    query = " ".join((query or (row.query or row.name if row else "")).split())[:500]
     if not query:
-        raise InvalidInputError("query must not be empty")
-    params = {"label": row.name, "label_id": row.id, "query": query,
+        raise InvalidInputError("query must not be empty" if row else
+                                "give a `query` (or a `label` to search for)")
+    params = {"label": row.name if row else None, "label_id": row.id if row else None,
+              "query": query,
               "max_images": max_images, "provider": provider, "licence": licence or None}
     return _enqueue(session=session, settings=settings, project=project, kind="search",
                     params=params)
 
 
-def start_url_import(*, session: Session, settings: Settings, project: Project, label: str,
-                     urls: list[str]) -> Job:
-    """Create a URL-list import job for a label (made if missing), commit, then enqueue it."""
+def start_url_import(*, session: Session, settings: Settings, project: Project,
+                     label: str | None, urls: list[str]) -> Job:
+    """Create a URL-list import job for a label (made if missing; None: into the inbox),
+    commit, then enqueue it."""
     cleaned = list(dict.fromkeys(u.strip() for u in urls if u and u.strip()))
     if not cleaned:
         raise InvalidInputError("urls must hold at least one http(s) URL")
@@ -66,8 +70,9 @@ def start_url_import(*, session: Session, settings: Settings, project: Project, 
     bad = [u for u in cleaned if not u.lower().startswith(("http://", "https://"))]
     if bad:
         raise InvalidInputError(f"only http(s) URLs can be imported: {bad[0][:200]!r}")
-    row = _label_for(session=session, project=project, name=label)
-    params = {"label": row.name, "label_id": row.id, "urls": cleaned}
+    row = _label_for(session=session, project=project, name=label) if label else None
+    params = {"label": row.name if row else None, "label_id": row.id if row else None,
+              "urls": cleaned}
     return _enqueue(session=session, settings=settings, project=project, kind="url_import",
                     params=params)
 

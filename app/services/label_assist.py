@@ -236,12 +236,17 @@ def organize_if_inbox(*, session: Session, settings: Settings, project_id: int) 
         return None
 
 
-def after_training(*, factory: sessionmaker[Session], settings: Settings, job_id: int) -> None:
-    """Once a training succeeded, organize the inbox again: its suggestions come from the
-    new model."""
+def organize_after(*, factory: sessionmaker[Session], settings: Settings, job_id: int) -> None:
+    """Once a worker job ended, organize the inbox again where it changed: after a training
+    (the suggestions come from the new model), and after a search or URL import into the
+    inbox (new images to embed and group)."""
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
-        if job is not None and job.status == "succeeded":
+        if job is None or job.status not in ("succeeded", "failed", "cancelled"):
+            return
+        trained = job.kind == "training" and job.status == "succeeded"
+        gathered = job.kind in ("search", "url_import") and not (job.params or {}).get("label")
+        if trained or gathered:
             organize_if_inbox(session=session, settings=settings, project_id=job.project_id)
 
 

@@ -149,6 +149,8 @@ BODIES: dict[tuple[str, str], Callable[[World], dict]] = {
     ("PATCH", "/api/v1/images/{image_id}"): lambda w: {"json": {"status": "active"}},
     ("POST", "/api/v1/projects/{project_id}/images/bulk"): lambda w: {
         "json": {"image_ids": [w.ids["image_id"]], "status": "active"}},
+    ("POST", "/api/v1/projects/{project_id}/inbox/accept"): lambda w: {
+        "json": {"min_confidence": 0.99}},
     ("POST", "/api/v1/projects/{project_id}/trainings"): lambda w: {"json": {}},
     ("POST", "/api/v1/projects/{project_id}/lr-find"): lambda w: {"json": {}},
     ("POST", "/api/v1/projects/{project_id}/searches"): lambda w: {

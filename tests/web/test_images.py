@@ -82,10 +82,11 @@ def test_zip_of_label_folders_creates_labels(client, admin, project, data_dir):
     assert [label["name"] for label in labels] == ["grizzly", "black", "teddy"]
 
 
-def test_loose_file_without_label_is_rejected_with_reason(client, admin, project, data_dir):
+def test_loose_file_without_label_goes_to_the_inbox(client, admin, project, data_dir):
     answer = upload(client, admin, project["id"], bear_files(data_dir, "black", 1)).json()
-    assert answer["added"] == []
-    assert "no label" in answer["rejected"][0]["reason"]
+    assert answer["rejected"] == [] and answer["added"][0]["label"] is None
+    inbox = client.get(f"/api/v1/projects/{project['id']}/inbox", headers=admin).json()
+    assert [item["id"] for item in inbox["items"]] == [answer["added"][0]["image_id"]]
 
 
 def test_every_odd_file_gets_an_answer_and_stored_images_are_untouched(
