@@ -259,3 +259,9 @@ def test_inbox_flow_in_the_browser(page, app_url, data_dir):  # noqa: F811
     expect(page.locator("#view-title")).to_contain_text(f"Similar to photo {chosen}")
     expect(page.locator("#inbox-grid .tile").nth(1)).to_be_visible()
     screenshot(page, "inbox-08-similar-from-grid")
+
+    # And from an image's own page.
+    page.goto(f"{app_url}/projects/{project_id}/images/{source}")
+    page.click("#find-similar")
+    expect(page.locator("#view-title")).to_contain_text(f"Similar to photo {source}")
+    assert ids_of(page.locator("#inbox-grid .tile"))[0] == source
