@@ -135,6 +135,12 @@ def test_uploads_show_progress_and_keep_every_rejection_until_dismissed(
     expect(page.locator('.label-card[data-label="grizzly"] .count')).to_have_text("8 images")
     screenshot(page, "polish-uploads-03-history")
 
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: long names wrap
+    wide = page.evaluate("[...document.querySelectorAll('#uploads, #uploads li')]"
+                         ".filter((e) => e.scrollWidth > e.clientWidth).length")
+    assert wide == 0
+    screenshot(page, "polish-uploads-03-history-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.reload()  # kept, not a flash
     expect(page.locator("#uploads article.upload .rejected li")).to_have_count(8)
     page.click(".sub >> text=Failed")
