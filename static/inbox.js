@@ -238,11 +238,20 @@ async function showCluster() {
   // A group opens all selected (its misfits are clicked out); photos not grouped yet, none.
   const grouped = state.cluster != null;
   fill(grid, page.items, { selected: grouped });
+  chooseLikeliest(page.items);
   const index = clusters.findIndex((c) => c.id === state.cluster);
   const name = index >= 0 ? clusterName(index) : "Not grouped yet";
   setTitle(`${name}: ${plural(page.total, "photo")}`, grouped
     ? "All selected: click the photos that do not belong to leave them out, then choose a label and “Label these”."
     : "Click photos to select them for a label, or wait a moment for the groups.");
+}
+
+// The label chooser starts on the group's most frequent suggestion, when a model gave some.
+function chooseLikeliest(items) {
+  const counts = new Map();
+  for (const i of items) if (i.suggestion) counts.set(i.suggestion.label, (counts.get(i.suggestion.label) || 0) + 1);
+  const [best] = [...counts].sort((a, b) => b[1] - a[1])[0] || [];
+  if (best && [...labelChoice.options].some((o) => o.value === best)) labelChoice.value = best;
 }
 
 function threshold() {
