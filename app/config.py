@@ -78,7 +78,6 @@ class Settings(BaseSettings):
     model_cache_size: int = 8
     model_cache_mb: int = 1024
     batch_max_size: int = 8
-    batch_max_wait_ms: float = 3.0
     predict_rate_per_s_ip: float = 10.0
     predict_burst_ip: int = 30
     predict_rate_per_s_key: float = 100.0

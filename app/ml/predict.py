@@ -19,10 +19,11 @@ from app.ml.novelty import Bank, unit_rows
 from app.ml.preprocess import Preprocessing, center_crop, probe_input
 
 PROBE_TOLERANCE = 1e-4
-# Rows per ONNX Runtime call: a larger batch is run in slices, so the memory arena (which
-# keeps its largest allocation) holds at most this many images' activations. More rows per
-# call buy nothing here: CPU time per image is flat from 1 to 8 (Lite0 at 224 px).
-MAX_RUN_ROWS = 8
+# Rows per ONNX Runtime call: a larger batch runs in slices. More rows per call cost more
+# CPU per image here (Lite0 at 224 px on 2 cores: ~11 ms for 1 or 2 rows, 12.5-13.5 ms for
+# 4 or 8, their activations outgrowing the cache), and the memory arena keeps what the
+# largest call needed.
+MAX_RUN_ROWS = 2
 
 
 class ModelLoadError(RuntimeError):

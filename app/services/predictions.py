@@ -55,14 +55,10 @@ async def try_model(*, serving: Serving, model: ModelVersion, images: list[bytes
 
 async def _answers(*, serving: Serving, model: ModelVersion, images: list[bytes],
                    top_k: int | None, threshold: float | None) -> list[dict]:
-    batcher = serving.batcher(model.id)
-    batcher.incoming += 1
-    try:
-        classifier, inputs = await asyncio.get_running_loop().run_in_executor(
-            serving.decoder, _prepare, serving, model, images)
-    finally:
-        batcher.incoming -= 1
-    probs, familiar = classifier.split(await batcher.submit(classifier, inputs))
+    classifier, inputs = await asyncio.get_running_loop().run_in_executor(
+        serving.decoder, _prepare, serving, model, images)
+    probs, familiar = classifier.split(await serving.batcher(model.id).submit(classifier,
+                                                                               inputs))
     score = unknown_score(model)
     return [shape_answer(labels=classifier.labels, row=row, model_id=model.id,
                          threshold=threshold, top_k=top_k, score=score,

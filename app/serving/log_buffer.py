@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Deployment, PredictionLog
@@ -67,6 +67,7 @@ class PredictionLogBuffer:
         try:
             live = set(session.scalars(select(Deployment.id).where(
                 Deployment.id.in_({r.deployment_id for r in rows}))))
+            values = []
             for row in rows:
                 if row.deployment_id not in live:
                     continue
@@ -74,11 +75,14 @@ class PredictionLogBuffer:
                 if row.image is not None:
                     key = f"predictions/{row.deployment_id}/{uuid.uuid4().hex}.jpg"
                     self.storage.put(key, row.image)
-                session.add(PredictionLog(
-                    deployment_id=row.deployment_id, model_id=row.model_id, label=row.label,
-                    confidence=row.confidence, unknown=row.unknown, latency_ms=row.latency_ms,
-                    source=row.source, image_key=key, created_at=row.created_at,
-                ))
+                values.append({
+                    "deployment_id": row.deployment_id, "model_id": row.model_id,
+                    "label": row.label, "confidence": row.confidence, "unknown": row.unknown,
+                    "latency_ms": row.latency_ms, "source": row.source, "image_key": key,
+                    "created_at": row.created_at,
+                })
+            if values:  # one executemany, not an ORM object per row: it shares the web's GIL
+                session.execute(insert(PredictionLog), values)
             session.commit()
         except Exception:
             session.rollback()

@@ -28,12 +28,11 @@ class Serving:
     the guarded HTTP client that fetches images sent by URL."""
 
     def __init__(self, *, cache: ModelCache, log: PredictionLogBuffer, max_batch: int,
-                 max_wait_ms: float, max_pixels: int, download_policy: DownloadPolicy,
+                 max_pixels: int, download_policy: DownloadPolicy,
                  pixels_per_request: int, decode_threads: int) -> None:
         self.cache = cache
         self.log = log
         self.max_batch = max_batch
-        self.max_wait_s = max_wait_ms / 1000
         self.max_pixels = max_pixels
         self.pixels_per_request = pixels_per_request  # decoded, all images of one request
         self.decode_threads = decode_threads
@@ -55,7 +54,7 @@ class Serving:
         log = PredictionLogBuffer(factory=factory, storage=storage,
                                   flush_s=settings.prediction_log_flush_s)
         return cls(cache=cache, log=log, max_batch=settings.batch_max_size,
-                   max_wait_ms=settings.batch_max_wait_ms, max_pixels=settings.max_image_pixels,
+                   max_pixels=settings.max_image_pixels,
                    download_policy=policy_from_settings(settings),
                    pixels_per_request=settings.predict_pixels_per_request,
                    decode_threads=settings.predict_decode_threads)
@@ -87,9 +86,8 @@ class Serving:
     def batcher(self, model_id: int) -> MicroBatcher:
         """The micro-batcher of a model version (made on first use)."""
         if model_id not in self.batchers:
-            self.batchers[model_id] = MicroBatcher(
-                executor=self.executor, max_batch=self.max_batch, max_wait_s=self.max_wait_s
-            )
+            self.batchers[model_id] = MicroBatcher(executor=self.executor,
+                                                   max_batch=self.max_batch)
         return self.batchers[model_id]
 
     def record(self, entries: list[LogEntry]) -> None:

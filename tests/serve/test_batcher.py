@@ -28,43 +28,53 @@ def run(coroutine):
         return runner.submit(asyncio.run, coroutine).result()
 
 
-async def submit_all(classifier, inputs, *, decode_s: float) -> tuple[list, int]:
-    """Submit every input as a request whose decoding took `decode_s` times its position."""
-    with ThreadPoolExecutor(1) as executor:
-        batcher = MicroBatcher(executor=executor, max_batch=8, max_wait_s=0.5)
-        batcher.incoming = len(inputs)
+class SlowForward:
+    """The classifier with a forward pass that takes at least `seconds`, recording its rows."""
 
-        async def one(i, x):
-            await asyncio.sleep(decode_s * i)
-            batcher.incoming -= 1
-            return await batcher.submit(classifier, x)
+    def __init__(self, classifier, seconds: float) -> None:
+        self.classifier, self.seconds, self.rows = classifier, seconds, []
 
-        results = await asyncio.gather(*(one(i, x) for i, x in enumerate(inputs)))
-        return results, batcher.forward_passes
+    def forward(self, batch):
+        self.rows.append(len(batch))
+        time.sleep(self.seconds)
+        return self.classifier.forward(batch)
 
 
-def test_concurrent_requests_share_forward_passes_and_a_lone_one_does_not_wait(
-        classifier, inputs):
+def test_requests_that_arrive_during_a_pass_share_the_next_and_none_waits(classifier,
+                                                                          inputs):
     expected = classifier.forward(np.concatenate(inputs))
+    slow = SlowForward(classifier, 0.2)
 
     async def scenario():
-        results, passes = await submit_all(classifier, inputs, decode_s=0)
         with ThreadPoolExecutor(1) as executor:
-            batcher = MicroBatcher(executor=executor, max_batch=8, max_wait_s=0.5)
-            started = time.perf_counter()
-            await batcher.submit(classifier, inputs[0])  # nobody else incoming: no waiting
-            lone = time.perf_counter() - started
-        return results, passes, lone
+            batcher = MicroBatcher(executor=executor, max_batch=8)
+            first = asyncio.create_task(batcher.submit(slow, inputs[0]))
+            await asyncio.sleep(0.05)  # the first pass is running: the others queue
+            rest = [asyncio.create_task(batcher.submit(slow, x)) for x in inputs[1:]]
+            results = [await first] + [await task for task in rest]
+            started = time.perf_counter()  # idle again: a lone request runs at once
+            await batcher.submit(classifier, inputs[0])
+            return results, batcher.forward_passes, time.perf_counter() - started
 
     results, passes, lone = run(scenario())
-    assert passes == 2  # 12 requests in batches of at most 8
+    assert slow.rows == [1, 8, 3]  # at once, then the queue in batches of at most 8
+    assert passes == 4
     assert np.abs(np.concatenate(results) - expected).max() < 1e-5
-    assert lone < 0.4  # well under max_wait_s
+    assert lone < 0.2  # no pass to wait for, and no waiting for company
 
 
-def test_a_batch_waits_for_requests_still_being_decoded(classifier, inputs):
-    # Arriving 20 ms apart, each would run alone if the batch did not wait for the others.
-    results, passes = run(submit_all(classifier, inputs, decode_s=0.02))
-    assert passes == 2
-    expected = classifier.forward(np.concatenate(inputs))
-    assert np.abs(np.concatenate(results) - expected).max() < 1e-5
+def test_a_failing_pass_fails_its_requests_and_the_next_pass_runs(classifier, inputs):
+    class Failing:
+        def forward(self, batch):
+            raise RuntimeError("broken graph")
+
+    async def scenario():
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(executor=executor, max_batch=8)
+            failed = await asyncio.gather(batcher.submit(Failing(), inputs[0]),
+                                          return_exceptions=True)
+            return failed, await batcher.submit(classifier, inputs[1])
+
+    [failed], answer = run(scenario())
+    assert isinstance(failed, RuntimeError) and "broken graph" in str(failed)
+    assert np.abs(answer - classifier.forward(inputs[1])).max() < 1e-5
