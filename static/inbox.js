@@ -241,9 +241,10 @@ async function showCluster() {
   chooseLikeliest(page.items);
   const index = clusters.findIndex((c) => c.id === state.cluster);
   const name = index >= 0 ? clusterName(index) : "Not grouped yet";
-  setTitle(`${name}: ${plural(page.total, "photo")}`, grouped
+  const shownNote = page.items.length < page.total ? ` The first ${page.items.length} are shown; the rest follow once these are labelled.` : "";
+  setTitle(`${name}: ${plural(page.total, "photo")}`, (grouped
     ? "All selected: click the photos that do not belong to leave them out, then choose a label and “Label these”."
-    : "Click photos to select them for a label, or wait a moment for the groups.");
+    : "Click photos to select them for a label, or wait a moment for the groups.") + shownNote);
 }
 
 // The label chooser starts on the group's most frequent suggestion, when a model gave some.
@@ -464,6 +465,16 @@ range.addEventListener("input", () => syncThreshold(range.value));
 number.addEventListener("input", () => {
   range.value = number.value;
   if (state.view === "suggestions") showSuggestionGrids();
+});
+
+// The grid's keys: A selects all, Escape clears, Z undoes the last labelling here.
+document.addEventListener("keydown", (e) => {
+  if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+  const key = e.key.toLowerCase();
+  if (key === "a" || e.key === "Escape") {
+    for (const t of tiles()) t.setAttribute("aria-selected", key === "a" ? "true" : "false");
+    updateSelection();
+  } else if (key === "z" && undoStack.length) undoLast();
 });
 
 if (state.similarTo) state.view = "similar";
