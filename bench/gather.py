@@ -181,8 +181,43 @@ def run_fastai(urls: list[str], workers: int) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
+def profile_kodiak(urls: list[str]) -> dict:
+    """Kodiak's job with cProfile on its event loop's thread: the functions holding the most
+    time there (wall time inside them, so GIL waits count; the profiler slows it all)."""
+    import cProfile
+    import pstats
+
+    from app.services import gather_pipeline
+
+    profiler = cProfile.Profile()
+    run = gather_pipeline.run_gathering
+
+    def profiled(**kwargs):
+        profiler.enable()
+        try:
+            return run(**kwargs)
+        finally:
+            profiler.disable()
+
+    gather_pipeline.run_gathering = profiled
+    figures = run_kodiak(urls)
+    stats = pstats.Stats(profiler).stats
+    top = sorted(stats.items(), key=lambda item: item[1][3], reverse=True)
+    wanted = ("httpx", "httpcore", "h11", "anyio", "downloader.py", "gather_pipeline.py",
+              "selectors.py", "base_events.py")
+    shown = [(f"{Path(file).parent.name}/{Path(file).name}:{name}", cumulative)
+             for (file, _, name), (_, _, _, cumulative, _) in top
+             if any(part in file for part in wanted)][:16]
+    return {"seconds_profiled": figures["seconds"], "images": figures["verified"],
+            "top_cumulative_ms_per_image": {
+                name: round(cumulative / figures["verified"] * 1000, 2)
+                for name, cumulative in shown}}
+
+
 def child(side: str, count: int, bases: list[str]) -> None:
     urls = urls_for(bases, count)
+    if side == "kodiak-profile":
+        return print(json.dumps(profile_kodiak(urls)))
     figures = (run_kodiak(urls) if side == "kodiak"
                else run_fastai(urls, int(side.removeprefix("fastai-"))))
     print(json.dumps(figures))
@@ -195,6 +230,13 @@ def in_fresh_process(side: str, count: int, bases: list[str]) -> dict:
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     figures["cpu_ms_per_image"] = figures["cpu_seconds"] / figures["verified"] * 1000
     return figures
+
+
+def profiled_in_fresh_process(count: int, bases: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", "kodiak-profile", "--images",
+                          str(count), "--bases", json.dumps(bases)], cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 SIDES = ("kodiak", f"fastai-{FASTAI_DEFAULT_WORKERS}", f"fastai-{CONCURRENCY}")
@@ -268,6 +310,7 @@ def main() -> None:
         bases = farm_process(stack)
         runs = [one_run(i, args.images, bases) for i in range(args.runs)]
         larger = [in_fresh_process("kodiak", larger_count, bases) for _ in range(2)]
+        profile = profiled_in_fresh_process(args.images, bases)
     stats = {key: summary(runs, key) for key in (
         "kodiak_images_per_s", "baseline_images_per_s", "baseline_equal_concurrency_images_per_s",
         "ratio", "ratio_equal_concurrency", "cpu_ms_per_image", "baseline_cpu_ms_per_image",
@@ -300,6 +343,7 @@ def main() -> None:
         "cpu_ms_per_image_note": "CPU (user + system) of the side's process and its children "
                                  "per verified image; the server farm is not counted",
         "kodiak_cpu_ms_by_part": rounded(parts),
+        "kodiak_event_loop_profile": profile,
         "rss_mb": {str(args.images): rounded(rss_small, 1),
                    str(larger_count): rounded(rss_large, 1)},
         "rss_growth_mb": rounded(rss_large - rss_small, 1),
