@@ -244,3 +244,18 @@ def test_the_search_form_offers_the_licence_filters_and_the_job_asks_for_one(des
         job = session.scalar(select(Job).where(Job.project_id == project["id"],
                                                Job.kind == "search"))
         assert job.params["licence"] == "ShareCommercially"
+
+
+def test_the_project_page_with_its_search_forms_fits_a_phone(phone, server, api):
+    # The licence select's longest option ("Free to share and use commercially") once made
+    # each label's search form 27 px wider than a 390 px screen.
+    project = new_project(api, "Bears on a phone", labels=("grizzly", "black"))
+    phone.goto(f"{server.url}/projects/{project['id']}")
+    expect(phone.get_by_label("Licence of the images").first).to_be_visible()
+    first_screen(phone, "polish-phone-project")
+    assert phone.evaluate("document.scrollingElement.scrollWidth") <= 390
+    wide = phone.evaluate(
+        "[...document.querySelectorAll('main *')].filter(e => "
+        "e.getBoundingClientRect().right > innerWidth + 1).map(e => e.tagName + '.' + "
+        "e.className + '#' + e.id)")
+    assert wide == []
