@@ -1,11 +1,15 @@
 """Micro-batching: concurrent requests for one model share one trip to the inference thread."""
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
 from app.ml.predict import Classifier
+
+T = TypeVar("T")
 
 
 class MicroBatcher:
@@ -25,6 +29,23 @@ class MicroBatcher:
         self.items = 0
         self._queue: list[tuple[Classifier, np.ndarray, asyncio.Future]] = []
         self._drain: asyncio.Task | None = None
+        self._alone = 0  # passes of run_alone under way
+
+    def idle(self) -> bool:
+        """Nothing queued and no pass of this batcher running."""
+        return not self._queue and not self._alone and (self._drain is None
+                                                         or self._drain.done())
+
+    async def run_alone(self, fn: Callable[[], T]) -> T:
+        """`fn` (which decodes and runs a forward pass) on the inference thread, as a pass of
+        its own: when the batcher is idle a request needs one trip to a thread, not two.
+        Requests arriving meanwhile queue for the next pass as usual."""
+        self._alone += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+        finally:
+            self._alone -= 1
+            self.forward_passes += 1
 
     async def submit(self, classifier: Classifier, inputs: np.ndarray) -> np.ndarray:
         """forward's rows for `inputs` (N x C x H x W), computed in a shared batch."""

@@ -67,6 +67,11 @@ class ModelCache:
                     self._loading.pop(key, None)
             return classifier
 
+    def has(self, model: ModelVersion) -> bool:
+        """Whether this version is loaded (a get that will not load it)."""
+        with self._lock:
+            return identity(model) in self._models
+
     def cached_ids(self) -> list[int]:
         """Model ids in the cache, least recently used first."""
         with self._lock:

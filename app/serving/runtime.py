@@ -3,8 +3,8 @@
 The app's lifespan builds it (`from_settings`), starts it before the first request and stops
 it after the last. Between the two, `app.services.predictions` predicts over it: images are
 decoded and preprocessed on a small decode pool (which bounds the images decoded at once),
-then a per-model `MicroBatcher` gathers the inputs of concurrent requests into one ONNX
-Runtime call on the single inference thread.
+then a per-model `MicroBatcher` gathers the inputs of concurrent requests into one pass on
+the single inference thread (a request that finds it idle decodes there, in the same trip).
 """
 
 import asyncio

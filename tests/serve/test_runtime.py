@@ -1,5 +1,6 @@
 """The serving runtime's lifetime: made and started at app startup, stopped at shutdown."""
 
+import threading
 import time
 
 from fastapi.testclient import TestClient
@@ -54,3 +55,25 @@ def test_logged_rows_reach_the_database_without_another_request(bear_model, tmp_
             while logged_rows(app) < expected and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert logged_rows(app) == expected
+
+
+def test_a_lone_request_decodes_on_the_inference_thread_once_its_model_is_loaded(
+        bear_model, tmp_path, data_dir, monkeypatch):
+    from app.services import predictions
+
+    threads = []
+    prepare = predictions._prepare
+
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        return prepare(*args)
+
+    monkeypatch.setattr(predictions, "_prepare", recording)
+    app = new_app(tmp_path)
+    with TestClient(app) as client:
+        deploy_bears(client, bear_model)
+        predict(client, data_dir)  # loads the model: on the decode pool
+        predict(client, data_dir)  # loaded, batcher idle: one trip to the inference thread
+        [batcher] = app.state.serving.batchers.values()
+        assert batcher.forward_passes == 2 and batcher.idle()
+    assert threads[0].startswith("decode") and threads[1].startswith("inference")
