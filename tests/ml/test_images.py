@@ -203,3 +203,30 @@ def test_other_formats_are_reduced_before_the_resize_and_stay_upright():
     rotated = decode_rgb(encoded(image, "PNG", compress_level=1, exif=exif), draft_size=256)
     assert rotated.size == (600, 1200)
     assert decode_rgb(encoded(image, "PNG", compress_level=1)).size == (2400, 1200)
+
+
+def _full_lanczos_dhash(image: Image.Image) -> str:
+    """The dHash as stored before the reduced step: Lanczos over every pixel."""
+    small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), np.int16)
+    return f"{int(''.join('1' if b else '0' for b in (small[:, 1:] > small[:, :-1]).flat), 2):016x}"
+
+
+def test_dhash_stays_within_near_duplicate_distance_of_stored_hashes(data_dir):
+    """Hashes stored by the full-Lanczos dHash still match new hashes of the same photos and
+    of their smaller recompressed copies (the near-duplicate distance is 5 bits)."""
+    from app.ml.images import dhash
+    from app.ml.near_duplicates import DISTANCE
+
+    photos = sorted((data_dir / "bears" / "grizzly").glob("*.jpg"))[:60]
+    assert len(photos) == 60
+    same, copies = [], []
+    for path in photos:
+        image = Image.open(path).convert("RGB")
+        stored = _full_lanczos_dhash(image)
+        small = image.resize((image.width * 3 // 5, image.height * 3 // 5))
+        out = io.BytesIO()
+        small.save(out, "JPEG", quality=75)
+        same.append(dhash_distance(stored, dhash(image)))
+        copies.append(dhash_distance(stored, normalise_image(out.getvalue()).phash))
+    assert max(same) <= DISTANCE - 1 and max(copies) <= DISTANCE
+    assert sum(same) / len(same) < 1.5
