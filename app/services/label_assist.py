@@ -236,6 +236,15 @@ def organize_if_inbox(*, session: Session, settings: Settings, project_id: int) 
         return None
 
 
+def organize_after_upload(*, session: Session, settings: Settings, project_id: int,
+                          added: list[dict]) -> Job | None:
+    """After an upload or import (its `added` entries): organize when some went to the
+    inbox."""
+    if any(entry.get("label") is None for entry in added):
+        return organize_if_inbox(session=session, settings=settings, project_id=project_id)
+    return None
+
+
 def organize_after(*, factory: sessionmaker[Session], settings: Settings, job_id: int) -> None:
     """Once a worker job ended, organize the inbox again where it changed: after a training
     (the suggestions come from the new model), and after a search or URL import into the

@@ -222,9 +222,8 @@ async def upload_images(
             lambda: upload_history.upload_images(
                 session=session, storage=storage, project=project, uploads=uploads,
                 limits=datasets.Limits.from_settings(settings), upload_id=upload_id))
-    if any(entry.get("label") is None for entry in result.added):  # some went to the inbox
-        await run_in_threadpool(lambda: label_assist.organize_if_inbox(
-            session=session, settings=settings, project_id=project.id))
+    await run_in_threadpool(lambda: label_assist.organize_after_upload(
+        session=session, settings=settings, project_id=project.id, added=result.added))
     return {**result.as_dict(), "upload_id": record.id}
 
 

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.schemas import BulkIn, UploadDismissIn
-from app.services import catalog, curation, datasets, exports, upload_history
+from app.services import catalog, curation, datasets, exports, label_assist, upload_history
 from app.web.deps import ProjectDep, SessionDep, SettingsDep, StorageDep, UserDep
 from app.web.files import file_response
 from app.web.limits import UPLOAD_BODY
@@ -118,4 +118,6 @@ async def import_zip(request: Request, project: ProjectDep, session: SessionDep,
                 session=session, storage=storage, project=project, data=upload.file,
                 filename=upload.filename or "dataset.zip",
                 limits=datasets.Limits.from_settings(settings)))
+    await run_in_threadpool(lambda: label_assist.organize_after_upload(
+        session=session, settings=settings, project_id=project.id, added=result.added))
     return result.as_dict()

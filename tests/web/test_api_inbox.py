@@ -1,4 +1,8 @@
-"""The inbox API's answers to bad input: 4xx with a reason, nothing changed."""
+"""The inbox API's answers to bad input (4xx with a reason, nothing changed), the bulk call's
+inbox flag, and imports that reach the inbox."""
+
+import io
+import zipfile
 
 import pytest
 
@@ -47,3 +51,32 @@ def test_bulk_inbox_flag_takes_labels_off_and_undo_puts_them_back(client, admin,
     image = client.get(f"/api/v1/projects/{pid}/images", headers=admin).json()["images"][0]
     assert image["label"] == "cat"
     assert client.get(f"/api/v1/projects/{pid}/inbox", headers=admin).json()["total"] == 0
+
+
+def test_an_import_into_the_inbox_queues_the_organize_job(client, admin, project, data_dir):
+    pid = project["id"]
+    photos = sorted((data_dir / "bears" / "teddy").glob("*.jpg"))[:2]
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("cat/a.jpg", photos[0].read_bytes())
+        archive.writestr("_unlabelled/b.jpg", photos[1].read_bytes())
+    answer = client.post(f"/api/v1/projects/{pid}/imports", headers=admin,
+                         files=[("file", ("pets.zip", zipped.getvalue(), "application/zip"))])
+    assert answer.status_code == 201, answer.text
+    inbox = client.get(f"/api/v1/projects/{pid}/inbox", headers=admin).json()
+    assert inbox["total"] == 1 and inbox["organize_job"]["status"] == "queued"
+
+
+def test_the_upload_form_without_a_label_fills_the_inbox_and_organizes(client, data_dir):
+    from tests.web.test_pages import sign_in
+
+    csrf = sign_in(client)
+    pid = client.post("/api/v1/projects", json={"name": "Pets"},
+                      headers={"X-CSRF-Token": csrf}).json()["id"]
+    photo = sorted((data_dir / "bears" / "black").glob("*.jpg"))[3]
+    answer = client.post(f"/projects/{pid}/upload", data={"csrf_token": csrf, "label": ""},
+                         files=[("files", (photo.name, photo.read_bytes(), "image/jpeg"))],
+                         follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    inbox = client.get(f"/api/v1/projects/{pid}/inbox").json()
+    assert inbox["total"] == 1 and inbox["organize_job"]["status"] == "queued"

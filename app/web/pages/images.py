@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.services import catalog, curation, datasets, upload_history
+from app.services import catalog, curation, datasets, label_assist, upload_history
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep, SettingsDep, StorageDep
 from app.web.limits import UPLOAD_BODY
@@ -59,6 +59,8 @@ async def project_upload(request: Request, project: PageProjectDep, user_session
                 limits=datasets.Limits.from_settings(settings), upload_id=upload_id))
     finally:
         await form.close()
+    await run_in_threadpool(lambda: label_assist.organize_after_upload(
+        session=session, settings=settings, project_id=project.id, added=result.added))
     return redirect(f"/projects/{project.id}", notice=summary(result)[:1500])
 
 
