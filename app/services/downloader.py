@@ -4,7 +4,8 @@ The guard sits in the connection layer: every TCP connection the client opens (t
 request and each redirect hop) resolves the host itself, refuses the request when any
 address is not public, and connects to the address it checked. A DNS answer that changes
 between the check and the connection (rebinding) cannot slip through, because no second
-lookup happens. TLS still verifies the certificate against the URL's host name.
+lookup happens. TLS still verifies the certificate against the URL's host name. The
+connections are plain asyncio transports (AsyncioNetwork), without anyio's layer.
 
 A body streams a chunk at a time into a spooled temp file (memory up to spool_bytes, disk
 beyond), sniffed as its first bytes land and stopped the moment it passes the size cap.
@@ -138,7 +139,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     def __init__(self, *, allow_loopback: bool, resolver: Resolver,
                  network: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self._inner = network or httpcore.AnyIOBackend()
+        self._inner = network or AsyncioNetwork()
         self._allow_loopback = allow_loopback
         self._resolver = resolver
         self._resolved: dict[str, list[str]] = {}
@@ -162,9 +163,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         error: Exception | None = None
         for address in addresses:
             try:
-                return _Stream(await self._inner.connect_tcp(address, port, timeout=timeout,
-                                                             local_address=local_address,
-                                                             socket_options=socket_options))
+                stream = await self._inner.connect_tcp(address, port, timeout=timeout,
+                                                       local_address=local_address,
+                                                       socket_options=socket_options)
+                return stream if isinstance(stream, _AsyncioStream) else _Stream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         raise error
@@ -177,10 +179,168 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+READ_AHEAD = 2**16  # bytes a connection buffers unread before it stops reading the socket
+
+
+class AsyncioNetwork(httpcore.AsyncNetworkBackend):
+    """httpcore's network on plain asyncio transports (no anyio layer).
+
+    anyio's socket stream stops reading after every read and starts again at the next (two
+    epoll calls, two events and a cancel scope a read); this transport keeps reading into a
+    bounded buffer, and answers "is it readable?" from that buffer without a system call.
+    """
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options: Any = None):
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, protocol = await loop.create_connection(
+                    _Buffered, host, port,
+                    local_addr=(local_address, 0) if local_address else None)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        for option in socket_options or ():
+            protocol.transport.get_extra_info("socket").setsockopt(*option)
+        return _AsyncioStream(protocol)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None):
+        raise httpcore.ConnectError("unix sockets are not used here")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class _Buffered(asyncio.Protocol):
+    """A connection's received bytes, kept until read (at most about READ_AHEAD)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.closed = False  # the peer ended its side, or the connection is gone
+        self.error: Exception | None = None
+        self._reader: asyncio.Future | None = None
+        self._writable: asyncio.Future | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > READ_AHEAD:
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> None:
+        self.closed = True
+        self._wake()  # returns None: the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed, self.error = True, exc
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None:
+            if not self._writable.done():
+                self._writable.set_result(None)
+            self._writable = None
+
+    def _wake(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    async def read(self, max_bytes: int) -> bytes:
+        while not self.buffer and not self.closed:
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        if not self.buffer and self.error is not None:
+            raise httpcore.ReadError(str(self.error))
+        if len(self.buffer) <= max_bytes:
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        else:
+            data = bytes(memoryview(self.buffer)[:max_bytes])
+            del self.buffer[:max_bytes]
+        if len(self.buffer) <= READ_AHEAD // 2 and not self.closed:
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, buffer: bytes) -> None:
+        if self.closed or self.transport.is_closing():
+            raise httpcore.WriteError("connection closed")
+        self.transport.write(buffer)
+        if self._writable is not None:
+            await self._writable
+
+
+class _AsyncioStream(httpcore.AsyncNetworkStream):
+    """httpcore's view of one asyncio connection (plain or TLS over the same protocol)."""
+
+    def __init__(self, protocol: _Buffered) -> None:
+        self._protocol = protocol
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._protocol.read(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout("read timed out") from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._protocol.write(buffer)
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout("write timed out") from exc
+
+    async def aclose(self) -> None:
+        self._protocol.transport.close()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        protocol = self._protocol
+        try:
+            protocol.transport = await asyncio.get_running_loop().start_tls(
+                protocol.transport, protocol, ssl_context, server_hostname=server_hostname,
+                ssl_handshake_timeout=timeout)
+        except TimeoutError as exc:
+            protocol.transport.close()
+            raise httpcore.ConnectTimeout("TLS handshake timed out") from exc
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            protocol.transport.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        transport = self._protocol.transport
+        if info == "is_readable":  # data or an end waiting: an idle connection not to reuse
+            return bool(self._protocol.buffer) or self._protocol.closed
+        if info == "client_addr":
+            return transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return transport.get_extra_info("peername")
+        if info in ("ssl_object", "socket"):
+            return transport.get_extra_info(info)
+        return None
+
+
 class _Stream(httpcore.AsyncNetworkStream):
-    """A connection that answers the pool's "is it readable?" (asked of every idle
-    connection at every request) from its socket, kept once: anyio rebuilds its attributes,
-    a getpeername() call among them, on each question, a quarter of the loop's time here."""
+    """Another network's connection (a test's) that answers the pool's "is it readable?"
+    (asked of every idle connection at every request) from its socket, kept once: anyio
+    rebuilds its attributes, a getpeername() call among them, on each question."""
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner

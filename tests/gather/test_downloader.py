@@ -238,3 +238,44 @@ def test_a_body_past_spool_bytes_waits_on_disk_and_reads_back_whole(server, data
     assert small.data == large.data == photo and small.size == len(photo)
     small.close()
     assert small.body.closed
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused(data_dir):
+    """The asyncio connections tell the pool that an idle connection has ended (the server
+    hung up after answering, without saying so): the next request opens a new one."""
+    import socket
+    import threading
+
+    photo = (data_dir / "bears" / "black" / "0001.jpg").read_bytes()
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve() -> None:
+        while len(accepted) < 3:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                             + str(len(photo)).encode() + b"\r\n\r\n" + photo)
+
+    threading.Thread(target=serve, daemon=True).start()
+    policy = DownloadPolicy(allow_loopback=True)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/bear.jpg"
+
+    async def go() -> list[bytes]:
+        async with make_client(policy) as client:
+            got = []
+            for _ in range(3):
+                got.append((await download(client, url, policy=policy)).data)
+                await asyncio.sleep(0.05)  # the server's close reaches the idle connection
+            return got
+
+    try:
+        assert asyncio.run(go()) == [photo] * 3
+    finally:
+        listener.close()
+    assert len(accepted) == 3
