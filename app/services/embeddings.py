@@ -46,17 +46,49 @@ def load(*, session: Session, project_id: int, image_ids: list[int] | None = Non
          backbone: str = DEFAULT_BACKBONE) -> tuple[np.ndarray, np.ndarray]:
     """(image ids, float32 matrix, one row each) of the project's stored embeddings, all of
     them or those of `image_ids`, in id order."""
-    query = (select(ImageEmbedding.image_id, ImageEmbedding.vector)
-             .where(ImageEmbedding.project_id == project_id, ImageEmbedding.backbone == backbone)
-             .order_by(ImageEmbedding.image_id))
+    ids, matrix = load_stored(session=session, project_id=project_id, image_ids=image_ids,
+                              backbone=backbone)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], matrix[order].astype(np.float32)
+
+
+def load_stored(*, session: Session, project_id: int, image_ids: list[int] | None = None,
+                backbone: str = DEFAULT_BACKBONE) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, the stored float16 matrix) in no particular order: half the memory of
+    float32 and no sort (at 100,000 images, sorting in SQL and converting took 4 of 6 s)."""
+    query = select(ImageEmbedding.image_id, ImageEmbedding.vector).where(
+        ImageEmbedding.project_id == project_id, ImageEmbedding.backbone == backbone)
     if image_ids is not None:
         query = query.where(ImageEmbedding.image_id.in_(image_ids))
-    rows = session.execute(query).all()
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    if not rows:
-        return ids, np.zeros((0, 0), dtype=np.float32)
-    matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=STORED_DTYPE)
-    return ids, matrix.reshape(len(rows), -1).astype(np.float32)
+    size = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    ids = np.zeros(size, dtype=np.int64)
+    matrix: np.ndarray | None = None
+    done = 0
+    # a block of rows at a time into one array, so no copy of the whole matrix is made
+    for rows in session.execute(query.execution_options(yield_per=16384)).partitions():
+        rows = rows[:size - done]  # rows added since the count wait for the next call
+        block = np.frombuffer(b"".join(row[1] for row in rows), dtype=STORED_DTYPE)
+        block = block.reshape(len(rows), -1)
+        if matrix is None:
+            matrix = np.empty((size, block.shape[1]), dtype=STORED_DTYPE)
+        ids[done:done + len(rows)] = [row[0] for row in rows]
+        matrix[done:done + len(rows)] = block
+        done += len(rows)
+    if matrix is None:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=STORED_DTYPE)
+    return ids[:done], matrix[:done]
+
+
+def cosine_distances(matrix: np.ndarray, query: np.ndarray, *, chunk: int = 8192) -> np.ndarray:
+    """1 - cosine similarity of each row of `matrix` (any float dtype) with `query`, a block
+    of rows at a time in float32 (no full-size float32 copy)."""
+    query = query.astype(np.float32) / max(float(np.linalg.norm(query)), 1e-12)
+    out = np.empty(len(matrix), dtype=np.float32)
+    for start in range(0, len(matrix), chunk):
+        block = matrix[start:start + chunk].astype(np.float32)
+        norms = np.maximum(np.linalg.norm(block, axis=1), 1e-12)
+        out[start:start + chunk] = 1 - (block @ query) / norms
+    return out
 
 
 def count(*, session: Session, image_ids_query, backbone: str = DEFAULT_BACKBONE) -> int:

@@ -512,21 +512,19 @@ def accept_suggestions(*, session: Session, project: Project, min_confidence: fl
 def similar_images(*, session: Session, image: Image, limit: int = 24,
                    backbone: str = DEFAULT_BACKBONE) -> list[tuple[Image, float]]:
     """The project's active images nearest to `image` by cosine distance, nearest first."""
-    ids, vectors = embeddings.load(session=session, project_id=image.project_id,
-                                   backbone=backbone)
+    ids, vectors = embeddings.load_stored(session=session, project_id=image.project_id,
+                                          backbone=backbone)
     where = np.flatnonzero(ids == image.id)
     if not len(where):
         raise ConflictError("this image has no embedding yet: organize the inbox (it runs by "
                             "itself after uploads and trainings) and try again in a moment")
-    with threadpool_limits(limits=1, user_api="blas"):  # one product: not worth a thread pool
-        unit = embeddings.unit_rows(vectors)
-        distance = 1 - unit @ unit[where[0]]
+    with threadpool_limits(limits=1, user_api="blas"):  # small products: no thread pool
+        distance = embeddings.cosine_distances(vectors, vectors[where[0]])
     distance[where[0]] = np.inf
     want = min(len(ids) - 1, limit * 2 + 16)  # room for excluded images, left out below
     if want <= 0:
         return []
-    nearest = np.argpartition(distance, want - 1)[:want] if want < len(ids) else np.arange(
-        len(ids))
+    nearest = np.argpartition(distance, want - 1)[:want]
     nearest = nearest[np.argsort(distance[nearest], kind="stable")]
     rows = {row.id: row for row in session.scalars(select(Image).where(
         Image.id.in_([int(ids[i]) for i in nearest]), Image.status == "active"))}
