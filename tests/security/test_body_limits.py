@@ -19,6 +19,7 @@ LARGE_BODY_ROUTES = {  # (method, path) -> the setting that bounds its body
     ("POST", "/projects/{project_id}/import"): "upload",
     ("POST", "/api/v1/predict/{slug}"): "predict",
     ("POST", "/api/v1/predict/{slug}/batch"): "predict",
+    ("POST", "/api/v1/models/{model_id}/predict"): "predict",  # its owner tries a version
 }
 
 
