@@ -134,15 +134,22 @@ def _cancellable_wait(reporter: JobReporter):
 
 
 def _counts(factory, job_id: int) -> dict:
+    """The job's results counted by status, and its refusals by reason (one grouped query:
+    run after every batch, it must not read every row of a long job each time)."""
     with factory() as session:
         rows = session.execute(
-            select(SearchResult.status, SearchResult.reason).where(SearchResult.job_id == job_id)
+            select(SearchResult.status, SearchResult.reason, func.count())
+            .where(SearchResult.job_id == job_id)
+            .group_by(SearchResult.status, SearchResult.reason)
         ).all()
-    status = Counter(row.status for row in rows)
-    reasons = Counter(_reason_key(row.reason) for row in rows
-                      if row.status in ("rejected", "failed") and row.reason)
+    status: Counter = Counter()
+    reasons: Counter = Counter()
+    for row_status, reason, count in rows:
+        status[row_status] += count
+        if row_status in ("rejected", "failed") and reason:
+            reasons[_reason_key(reason)] += count
     return {
-        "found": len(rows),
+        "found": status.total(),
         "downloaded": status["added"] + status["duplicate"] + status["rejected"],
         "added": status["added"],
         "duplicates": status["duplicate"],
