@@ -36,6 +36,7 @@ SAMPLE = 20_000  # rows k-means tries its starts on
 REFERENCES = 4096  # labelled images (at most, drawn at random) a distance is taken to
 MARGIN_STEP = 0.05  # margins this close count as a tie, broken by distance to labelled images
 DEFAULT_BACKBONE = embeddings.DEFAULT_BACKBONE
+HEAD_KEYS = {"classifier.weight", "classifier.bias"}  # the linear head in weights.safetensors
 
 
 def inbox_ids(project_id: int):
@@ -179,9 +180,9 @@ def nearest_distance(queries: np.ndarray, references: np.ndarray, *, seed: int =
 def head_applies(model: ModelVersion, backbone: str = DEFAULT_BACKBONE) -> bool:
     """Whether the model is a linear head on the stored features: trained on the frozen
     body (no unfrozen epochs), same backbone and input size."""
-    recipe = Recipe.from_dict(model.recipe or {})
-    return (recipe.epochs == 0 and model.backbone == backbone
-            and recipe.image_size == Recipe().image_size)
+    recipe, default = model.recipe or {}, Recipe()  # as stored: older versions' fields too
+    return (recipe.get("epochs", default.epochs) == 0 and model.backbone == backbone
+            and recipe.get("image_size", default.image_size) == default.image_size)
 
 
 def head_probabilities(weights: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
@@ -372,10 +373,12 @@ def model_probabilities(*, session: Session, storage: Storage, model: ModelVersi
     """The model's probabilities (its label order) for each image: out of sample where the
     image was in its training (its stored out-of-sample prediction), else its linear head on
     the stored features, or its ONNX graph on the image when the body was fine-tuned."""
+    weights = {}
     if head_applies(model, backbone):
         from safetensors.numpy import load as load_weights
 
         weights = load_weights(storage.read(f"{model.storage_prefix}/weights.safetensors"))
+    if HEAD_KEYS <= set(weights):
         probabilities = head_probabilities(weights, features)
     else:
         probabilities = _onnx_probabilities(session=session, storage=storage, model=model,

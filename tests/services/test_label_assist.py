@@ -211,3 +211,21 @@ def test_similar_and_clusters_of_tiny_sets(n):
     vectors = np.eye(4)[:n]
     clusters, _ = label_assist.group_by_look(vectors, n_labels=2)
     assert len(clusters) == n
+
+
+def test_a_fine_tuned_model_suggests_through_its_onnx_graph(client, admin, data_dir):
+    pid, truth = labelled_and_inbox(client, admin, data_dir, labelled_every=10,
+                                    inbox_every=30)
+    started = client.post(f"/api/v1/projects/{pid}/trainings", headers=admin,
+                          json={"epochs": 1, **TINY})
+    assert run(client, started.json()["id"]).status == "succeeded"
+    with client.app.state.session_factory() as session:
+        from app.services.curation import latest_model
+
+        model = latest_model(session=session, project=session.get(Project, pid))
+        assert not label_assist.head_applies(model)  # the body changed: stored vectors are stale
+    organize(client, pid, admin)
+    items = client.get(f"/api/v1/projects/{pid}/inbox?limit=500", headers=admin).json()["items"]
+    assert len(items) == len(truth) and all(item["suggestion"] for item in items)
+    right = sum(item["suggestion"]["label"] == truth[item["id"]] for item in items)
+    assert right / len(truth) >= 0.8
