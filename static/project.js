@@ -138,9 +138,10 @@ async function upload(items) {
   busy = true;
   button.disabled = true;
   const chosen = form.label.value;
+  const inbox = form.label.selectedOptions[0]?.hasAttribute("data-inbox");  // folder names ignored
   const groups = new Map();
   for (const { file, label } of items) {
-    const key = chosen || label || "";
+    const key = inbox ? "" : chosen || label || "";
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(file);
   }
