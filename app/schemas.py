@@ -12,6 +12,7 @@ from app.services.catalog import IMAGE_STATUSES
 from app.services.curation import MAX_BULK
 from app.services.deployments import FAMILIARITY, PROBABILITY, SLUG_PATTERN
 from app.services.gathering import MAX_IMAGES, MAX_URLS
+from app.services.prediction_log import MAX_ADD
 from app.services.projects import MAX_NAME
 from app.services.search import LICENCES
 
@@ -183,6 +184,13 @@ class PredictionOut(BaseModel):
 
 class PredictionsOut(BaseModel):
     predictions: list[PredictionOut] = Field(description="One per file, in the order sent.")
+
+
+class LogAddIn(Strict):
+    ids: list[int] = Field(min_length=1, max_length=MAX_ADD,
+                           description="ids of the deployment's logged predictions")
+    label: str | None = Field(default=None, max_length=MAX_NAME,
+                              description="a label for every photo; null: the inbox")
 
 
 class InboxAcceptIn(Strict):

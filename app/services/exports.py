@@ -29,7 +29,7 @@ PROVENANCE = "provenance.csv"
 COLUMNS = ("file", "label", "status", "source", "image_url", "page_url", "title", "provider",
            "query", "licence", "width", "height", "content_hash", "created_at")
 UNLABELLED = "_unlabelled"
-SOURCES = ("upload", "search", "url", "import")
+SOURCES = ("upload", "search", "url", "import", "prediction log")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell
 
 

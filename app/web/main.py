@@ -32,6 +32,7 @@ from app.web import (
     api_jobs,
     api_models,
     api_predict,
+    api_prediction_log,
     api_training,
     limits,
     observability,
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_curation.router)
     app.include_router(api_training.router)
     app.include_router(api_inbox.router)
+    app.include_router(api_prediction_log.router)
     app.include_router(api_account.router)
     app.include_router(pages.router)
     app.include_router(observability.router)

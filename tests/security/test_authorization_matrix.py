@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 import pytest
 from fastapi import routing
+from sqlalchemy import select
 from starlette.routing import Mount
 
-from app.models import Label, Project
+from app.models import Deployment, Label, PredictionLog, Project
 from app.web.deps import SESSION_COOKIE
 from tests.security.conftest import OWNER, Party, World, dataset_zip, jpeg
 
@@ -66,6 +67,7 @@ PARAMS: dict[str, Callable[[World], object]] = {
     "user_id": lambda w: w.ids["user_id"],
     "key_id": lambda w: w.new_api_key(w.owner.user_id)[0],
     "label_id": lambda w: _label(w),
+    "log_id": lambda w: _logged_photo(w),
     "name": lambda w: "model.json",
     "n": lambda w: 0,
     "path": lambda w: "kodiak.css",
@@ -93,6 +95,19 @@ def _label(w: World) -> int:
         session.add(label)
         session.flush()
         return label.id
+
+
+def _logged_photo(w: World) -> int:
+    """A fresh logged prediction of the owner's private deployment that kept its photo."""
+    key = f"predictions/matrix/{_unique('photo')}.jpg"
+    w.client.app.state.storage.put(key, jpeg((120, 90, 60)))
+    with w.session() as session:
+        deployment = session.scalar(select(Deployment).where(Deployment.slug == w.ids["slug"]))
+        row = PredictionLog(deployment_id=deployment.id, model_id=deployment.model_id,
+                            label="cat", confidence=0.5, latency_ms=1.0, image_key=key)
+        session.add(row)
+        session.flush()
+        return row.id
 
 
 def _project(w: World) -> int:
@@ -167,6 +182,8 @@ BODIES: dict[tuple[str, str], Callable[[World], dict]] = {
     ("POST", "/api/v1/predict/{slug}"): lambda w: _image("file"),
     ("POST", "/api/v1/predict/{slug}/batch"): lambda w: _image("files"),
     ("POST", "/api/v1/models/{model_id}/predict"): lambda w: _image("file"),
+    ("POST", "/api/v1/deployments/{slug}/log/add"): lambda w: {
+        "json": {"ids": [_logged_photo(w)]}},
 }
 SAFE = ("GET", "HEAD", "OPTIONS")
 
