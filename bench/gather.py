@@ -13,7 +13,9 @@ side's own process and its children (fastai's verify_images forks), never the se
 Kodiak's peak RSS is measured at N and 2.5 N images, to show memory flat in the number of
 images, and a profile splits Kodiak's CPU an image into its parts.
 
-Usage: .venv/bin/python bench/gather.py [--images 400] [--runs 3]
+Usage: .venv/bin/python bench/gather.py [--images 400] [--runs 3] [--against DIR]
+(--against: a checkout of an earlier commit, e.g. `git archive REV | tar -x -C DIR`; its job
+runs interleaved with this one's and both land under "before_after").
 Writes bench/results/gather.json. Data: $KODIAK_DATA_DIR (default ../shared/data).
 """
 
@@ -182,14 +184,15 @@ def run_fastai(urls: list[str], workers: int) -> dict:
 
 
 def profile_kodiak(urls: list[str]) -> dict:
-    """Kodiak's job with cProfile on its event loop's thread: the functions holding the most
-    time there (wall time inside them, so GIL waits count; the profiler slows it all)."""
+    """Kodiak's job with cProfile on its event loop's thread, timed by that thread's CPU clock
+    (GIL waits do not count): the functions holding the most CPU there, cumulative and own
+    (the profiler slows it all, so read the shares, not the milliseconds)."""
     import cProfile
     import pstats
 
     from app.services import gather_pipeline
 
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)
     run = gather_pipeline.run_gathering
 
     def profiled(**kwargs):
@@ -208,10 +211,17 @@ def profile_kodiak(urls: list[str]) -> dict:
     shown = [(f"{Path(file).parent.name}/{Path(file).name}:{name}", cumulative)
              for (file, _, name), (_, _, _, cumulative, _) in top
              if any(part in file for part in wanted)][:16]
+    own = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:16]
+    per_image = 1000 / figures["verified"]
     return {"seconds_profiled": figures["seconds"], "images": figures["verified"],
+            "clock": "the event loop thread's CPU time (time.thread_time)",
+            "loop_thread_cpu_ms_per_image": round(sum(v[2] for v in stats.values())
+                                                  * per_image, 2),
             "top_cumulative_ms_per_image": {
-                name: round(cumulative / figures["verified"] * 1000, 2)
-                for name, cumulative in shown}}
+                name: round(cumulative * per_image, 2) for name, cumulative in shown},
+            "top_own_ms_per_image": {
+                f"{Path(file).parent.name}/{Path(file).name}:{name}": round(t * per_image, 3)
+                for (file, _, name), (_, _, t, _, _) in own}}
 
 
 def child(side: str, count: int, bases: list[str]) -> None:
@@ -223,10 +233,13 @@ def child(side: str, count: int, bases: list[str]) -> None:
     print(json.dumps(figures))
 
 
-def in_fresh_process(side: str, count: int, bases: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", side, "--images", str(count),
-                          "--bases", json.dumps(bases)], cwd=REPO, capture_output=True,
-                         text=True, check=True)
+def in_fresh_process(side: str, count: int, bases: list[str], *, repo: Path = REPO) -> dict:
+    """One side's figures from a fresh process; `repo`: another checkout of Kodiak (its own
+    bench/gather.py runs its own code, against the same farm and photos)."""
+    out = subprocess.run([sys.executable, str(repo / "bench" / "gather.py"), "--child", side,
+                          "--images", str(count), "--bases", json.dumps(bases)], cwd=repo,
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "KODIAK_DATA_DIR": str(DATA)})
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     figures["cpu_ms_per_image"] = figures["cpu_seconds"] / figures["verified"] * 1000
     return figures
@@ -278,6 +291,32 @@ def one_run(index: int, count: int, bases: list[str]) -> dict:
     return run
 
 
+def before_after(other: Path, count: int, runs: int, bases: list[str]) -> dict:
+    """This checkout's search job and another's (an earlier commit), alternately in fresh
+    processes under the same load: the change's effect on a machine too noisy to compare
+    figures taken at different times."""
+    pairs = []
+    for i in range(runs):
+        sides = [("after", REPO), ("before", other)][::1 if i % 2 else -1]
+        got = {name: in_fresh_process("kodiak", count, bases, repo=repo) for name, repo in sides}
+        pairs.append(got)
+        print(f"  before/after {i + 1}: " + ", ".join(
+            f"{name} {got[name]['images_per_s']:.1f} images/s, "
+            f"{got[name]['cpu_ms_per_image']:.2f} ms CPU" for name in ("before", "after")),
+            flush=True)
+    result = {"other_checkout": str(other), "runs": runs}
+    for name in ("before", "after"):
+        result[name] = {
+            "images_per_s": round(statistics.median(p[name]["images_per_s"] for p in pairs), 1),
+            "cpu_ms_per_image": round(statistics.median(p[name]["cpu_ms_per_image"]
+                                                        for p in pairs), 2),
+            "cpu_ms_by_part": rounded({part: statistics.median(
+                p[name]["cpu_ms_by_part"][part] for p in pairs)
+                for part in pairs[0][name]["cpu_ms_by_part"]}),
+        }
+    return result
+
+
 def rounded(value, digits: int = 2):
     if isinstance(value, float):
         return round(value, digits)
@@ -298,6 +337,8 @@ def main() -> None:
     parser.add_argument("--child", default="")
     parser.add_argument("--bases", default="[]")
     parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--against", default="", help="another Kodiak checkout: its search "
+                        "job runs as many times, interleaved with this one's (before/after)")
     args = parser.parse_args()
     if args.serve:
         return serve_forever()
@@ -311,6 +352,8 @@ def main() -> None:
         runs = [one_run(i, args.images, bases) for i in range(args.runs)]
         larger = [in_fresh_process("kodiak", larger_count, bases) for _ in range(2)]
         profile = profiled_in_fresh_process(args.images, bases)
+        against = (before_after(Path(args.against).resolve(), args.images, args.runs, bases)
+                   if args.against else None)
     stats = {key: summary(runs, key) for key in (
         "kodiak_images_per_s", "baseline_images_per_s", "baseline_equal_concurrency_images_per_s",
         "ratio", "ratio_equal_concurrency", "cpu_ms_per_image", "baseline_cpu_ms_per_image",
@@ -355,6 +398,7 @@ def main() -> None:
                 stats["ratio_equal_concurrency"]["median"] >= 1.5,
             "peak RSS at 2.5 N within 10% of N": rss_large <= rss_small * 1.1,
         },
+        **({"before_after": against} if against else {}),
         "runs": [rounded(run) for run in runs],
         "machine": info,
         "machine_line": describe(info) + "; loopback; shared with other jobs (see each run's "
