@@ -1,6 +1,7 @@
 """A deployment's logged photos: listing them, each photo, and adding them to the project's
 inbox (or a label) through the upload pipeline, the owner's alone."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -8,6 +9,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import Deployment, Image, ModelVersion, PredictionLog, utcnow
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 LABELS = ["black", "grizzly"]
 
@@ -165,3 +167,18 @@ def test_bad_add_bodies_say_why(client, admin, project, photos):
         answer = client.post("/api/v1/deployments/bears/log/add", json=body, headers=admin)
         assert answer.status_code == 422 and answer.json()["detail"], body
     assert client.get(f"/api/v1/projects/{project}/inbox", headers=admin).json()["total"] == 0
+
+
+def test_the_models_page_keeps_photos_and_offers_the_logged_photos(client, admin, project):
+    deployment = deploy(client, admin, project, "bears")
+    client.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    page = client.get(f"/projects/{project}/models")
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+    assert 'details class="logged" data-slug="bears"' in page.text
+    assert '<script type="module" src="/static/logged.js">' in page.text
+    assert "keeps no new photos" in page.text
+    kept = client.post("/deployments/bears", data={"csrf_token": csrf, "log_images": "true"})
+    assert kept.status_code == 200 and "photos kept" in kept.text
+    assert "The photos this deployment was sent" in kept.text
+    with session_scope(client.app.state.session_factory) as session:
+        assert session.get(Deployment, deployment).log_images is True

@@ -86,14 +86,17 @@ def project_deploy(form: CsrfFormDep, session: SessionDep, user_session: SignedI
 def deployment_update(slug: str, form: CsrfFormDep, session: SessionDep,
                       user_session: SignedInDep,
                       model_id: Annotated[int | None, Form()] = None,
-                      public: Annotated[str, Form()] = ""):
+                      public: Annotated[str, Form()] = "",
+                      log_images: Annotated[str, Form()] = ""):
     deployment = deployments.get_owned_deployment(session=session, owner=user_session.user,
                                                   slug=slug)
     model = (deployments.get_model(session=session, owner=user_session.user, model_id=model_id)
              if model_id else None)
     deployments.update_deployment(session=session, deployment=deployment, model=model,
-                                  public={"true": True, "false": False}.get(public))
+                                  public={"true": True, "false": False}.get(public),
+                                  log_images={"true": True, "false": False}.get(log_images))
     session.commit()
     return redirect(f"/projects/{deployment.project_id}/models",
                     notice=f"{slug} now serves model v{deployments.model_version(deployment.model)}"
-                    f" ({'public' if deployment.public else 'private'})")
+                    f" ({'public' if deployment.public else 'private'}"
+                    f"{', photos kept' if deployment.log_images else ''})")
