@@ -43,7 +43,8 @@ def list_logged(*, session: Session, deployment: Deployment, only: Only = "all",
     """The deployment's logged predictions that kept a photo, newest first."""
     query = _logged(deployment, only)
     total = session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = session.scalars(query.order_by(PredictionLog.id.desc()).limit(limit).offset(offset))
+    rows = session.scalars(query.order_by(PredictionLog.created_at.desc(), PredictionLog.id.desc())
+                           .limit(limit).offset(offset))
     return LogPage(total=total or 0, items=list(rows))
 
 
