@@ -170,8 +170,11 @@ def test_bad_add_bodies_say_why(client, admin, project, photos):
     assert client.get(f"/api/v1/projects/{project}/inbox", headers=admin).json()["total"] == 0
 
 
-def test_the_models_page_keeps_photos_and_offers_the_logged_photos(client, admin, project):
+def test_the_models_page_keeps_photos_and_offers_the_logged_photos(client, admin, project,
+                                                                   photos):
     deployment = deploy(client, admin, project, "bears")
+    added = client.post("/api/v1/deployments/bears/log/add", headers=admin,
+                        json={"ids": log(client, deployment, photos[:1])}).json()["added"]
     client.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
     page = client.get(f"/projects/{project}/models")
     csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
@@ -183,3 +186,6 @@ def test_the_models_page_keeps_photos_and_offers_the_logged_photos(client, admin
     assert "The photos this deployment was sent" in kept.text
     with session_scope(client.app.state.session_factory) as session:
         assert session.get(Deployment, deployment).log_images is True
+    image_page = client.get(f"/projects/{project}/images/{added[0]['image_id']}")
+    assert "from a deployment&#39;s logged photos" in image_page.text
+    assert "deployment bears, prediction" in image_page.text
