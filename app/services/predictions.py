@@ -94,12 +94,13 @@ def _prepare(serving: Serving, model: ModelVersion,
             "version, or an operator can run `kodiak check`") from exc
     draft = classifier.preprocessing.resize  # decode exactly as training did
     budget = PixelBudget(serving.pixels_per_request)  # one call: one request's images
-    try:
-        decoded = [decode_rgb(data, max_pixels=serving.max_pixels, draft_size=draft,
-                              budget=budget) for data in images]
-    except ImageRejected as exc:
-        raise InvalidInputError(f"cannot read the image: {exc}") from exc
-    return classifier, classifier.prepare(decoded)
+    with serving.decode_slots:  # on the inference thread too: decode_threads at once
+        try:
+            decoded = [decode_rgb(data, max_pixels=serving.max_pixels, draft_size=draft,
+                                  budget=budget) for data in images]
+        except ImageRejected as exc:
+            raise InvalidInputError(f"cannot read the image: {exc}") from exc
+        return classifier, classifier.prepare(decoded)
 
 
 async def fetch_image(*, serving: Serving, url: str) -> bytes:

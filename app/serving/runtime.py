@@ -8,6 +8,7 @@ the single inference thread (a request that finds it idle decodes there, in the 
 """
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -36,7 +37,10 @@ class Serving:
         self.max_pixels = max_pixels
         self.pixels_per_request = pixels_per_request  # decoded, all images of one request
         self.decode_threads = decode_threads
-        self.decoder: ThreadPoolExecutor | None = None  # bounds the images decoded at once
+        self.decoder: ThreadPoolExecutor | None = None
+        # Bounds the images decoded at once: the decode pool's threads and a lone request
+        # decoding on the inference thread each take a slot.
+        self.decode_slots = threading.BoundedSemaphore(max(1, decode_threads))
         self.download_policy = download_policy
         self.batchers: dict[int, MicroBatcher] = {}
         self.executor: ThreadPoolExecutor | None = None
