@@ -465,6 +465,10 @@ def report(runs: list[dict], args, info: dict, profile: dict) -> dict:
                                                           "peak_rss_mb")
                            else values[key] >= goal)}
              for key, goal in GOALS.items()}
+    for key in ("single_client_p50_ms", "fair_eager_ratio", "ceiling_share"):
+        if not goals[key]["met"]:  # the profile of the single-request path says why
+            goals[key]["where_time_goes"] = {"wall_ms": profile["wall_ms"],
+                                             "cpu_ms": profile["cpu_ms"]}
     return {
         **values,
         "p50_ms": kodiak["p50_ms"],
