@@ -17,8 +17,9 @@ class Reporter:
         self.offsets: dict[str, float] = {}
 
     def plan(self, **phase_costs: float) -> None:
-        """Each phase's share of the whole, by its estimated cost (decoding always first)."""
-        decode = sum(phase_costs.values()) * 0.05 or 1.0
+        """Each phase's share of the whole, by its estimated cost (decoding always first; 5%
+        of the rest unless its cost is given)."""
+        decode = phase_costs.pop("decode", None) or sum(phase_costs.values()) * 0.05 or 1.0
         costs = {"decode": decode, **phase_costs}
         total = sum(costs.values())
         offset = 0.0
