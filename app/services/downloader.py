@@ -463,6 +463,7 @@ class Client:
                          (b"Accept", b"image/*,*/*;q=0.5"), (b"Accept-Encoding", b"identity")]
         self._timeouts = {"connect": policy.connect_timeout, "read": policy.read_timeout,
                           "write": policy.read_timeout, "pool": policy.total_timeout}
+        self.is_closed = False  # as httpx's clients say, for whoever owns one (the runtime)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -471,6 +472,7 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        self.is_closed = True
         await self._transport.aclose()
 
     @asynccontextmanager

@@ -11,11 +11,10 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.services.downloader import DownloadPolicy, make_client, policy_from_settings
+from app.services.downloader import Client, DownloadPolicy, make_client, policy_from_settings
 from app.serving.batcher import MicroBatcher
 from app.serving.cache import ModelCache
 from app.serving.log_buffer import LogEntry, PredictionLogBuffer
@@ -44,7 +43,7 @@ class Serving:
         self.download_policy = download_policy
         self.batchers: dict[int, MicroBatcher] = {}
         self.executor: ThreadPoolExecutor | None = None
-        self.http: httpx.AsyncClient | None = None
+        self.http: Client | None = None
         self._writer: asyncio.Task | None = None
         self._flushing: asyncio.Task | None = None
 
