@@ -28,7 +28,8 @@ def fit_unfrozen(run: Prepared) -> torch.Tensor:
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[g["lr"] for g in groups], total_steps=recipe.epochs * steps,
         pct_start=0.25)
-    scaler = torch.amp.GradScaler("cuda") if autocast_dtype(device) == torch.float16 else None
+    scaler = (torch.amp.GradScaler("cuda")
+              if autocast_dtype(device, training=True) == torch.float16 else None)
     valid_targets = run.targets[run.valid_pos].to(device)
     logits = None
     for epoch in range(recipe.epochs):
@@ -70,7 +71,7 @@ def _step(run: Prepared, chosen: list[int], optimizer, scaler) -> float:
         batch = torch.from_numpy(np.stack([to_chw(run.augment(run.images[p]), run.pre)
                                            for p in part]))
         batch = to_device(batch, run.device)
-        with autocast(run.device):
+        with autocast(run.device, training=True):
             part_loss = F.cross_entropy(run.model(batch).float(),
                                         run.targets[part].to(run.device),
                                         label_smoothing=run.recipe.label_smoothing)
