@@ -499,8 +499,9 @@ def write_results(done, machine, requests, kodiak, export, unfrozen, probe, prec
             "cpu_ratio": round(statistics.median(fastai_unfrozen_cpu)
                                / statistics.median(kodiak_unfrozen_cpu), 2),
             "what": "one epoch of all layers of the same network, batch 32, validation pass "
-                    "included: Kodiak's fit_unfrozen (bf16 autocast where the CPU has it, "
-                    "channels_last; images decoded once before) against the unfrozen epoch "
+                    "included: Kodiak's fit_unfrozen (bf16 autocast only where the CPU has AMX, "
+                    "else fp32; channels_last, micro-batches of 8; images decoded once "
+                    "before) against the unfrozen epoch "
                     f"of fastai's fine_tune(1) in {precision}",
         },
         "unfrozen_epoch_ratio": round(statistics.median(fastai_unfrozen)
