@@ -256,7 +256,11 @@ def test_a_real_training_reads_in_plain_words_from_start_to_finish(page, server,
     screenshot(page, "polish-training-09-real-training")
     seen = page.evaluate("window.seen")
     phases = [phase for phase, _, _ in seen]
-    assert "Learning your labels…" in phases, phases
+    # The bar moved through named steps (the head's epochs on 24 small photos can take less
+    # than one update of the page, so which steps it caught varies); the table names them all.
+    assert len(set(phases) - {"Queued", "Finished"}) >= 2, phases
+    expect(page.locator("#epochs tbody td:nth-child(1)").first).to_have_text(
+        "Learning your labels")
     for phase, _, message in seen:  # no raw counts, no jargon, whatever the phase
         assert not re.search(r"\d+/\d+|frozen|unfrozen|fold", phase + " " + message), (
             phase, message)
