@@ -1,5 +1,7 @@
 // Demo page: send a dropped, pasted, chosen, example or webcam photo to the predict endpoint
 // and draw the probabilities as bars. No build step, no dependencies.
+import { acceptPhotos, percent, showBars } from "./answer.js";
+
 const card = document.querySelector(".demo");
 const drop = document.getElementById("drop");
 const input = document.getElementById("file");
@@ -13,7 +15,6 @@ const cameraSnap = document.getElementById("camera-snap");
 const cameraStop = document.getElementById("camera-stop");
 const cameraMessage = document.getElementById("camera-message");
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
-const percent = (p) => `${(p * 100).toFixed(1)}%`;
 let stream = null;
 
 async function classify(blob) {
@@ -75,39 +76,10 @@ function show(data) {
     why.querySelector(".numbers").textContent = data.unknown_reason
       || "It scored below this model's threshold.";
   }
-  const rows = Object.entries(data.probabilities).sort((a, b) => b[1] - a[1]);
-  for (const [label, p] of rows) {
-    const li = document.createElement("li");
-    li.dataset.label = label;
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = label;
-    const track = document.createElement("span");
-    track.className = "track";
-    const bar = document.createElement("span");
-    bar.className = "bar";
-    bar.style.width = `${Math.max(0.5, p * 100)}%`;
-    track.append(bar);
-    const value = document.createElement("span");
-    value.className = "value";
-    value.textContent = percent(p);
-    li.append(name, track, value);
-    bars.append(li);
-  }
+  showBars(bars, data.probabilities);
 }
 
-input.addEventListener("change", () => classify(input.files[0]));
-drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
-  e.preventDefault();
-  drop.classList.remove("over");
-  classify(e.dataTransfer.files[0]);
-});
-document.addEventListener("paste", (e) => {
-  const item = [...(e.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
-  if (item) classify(item.getAsFile());
-});
+acceptPhotos(drop, input, classify);
 
 for (const button of document.querySelectorAll(".example")) {
   button.addEventListener("click", async () => {

@@ -1,6 +1,7 @@
 // A model's page: try the version on a dropped, pasted or chosen photo before deploying it.
 // The photo goes to the owner-only POST /api/v1/models/{id}/predict (the serving runtime).
 import { errorText } from "./api.js";
+import { acceptPhotos, percent, showBars } from "./answer.js";
 
 const panel = document.getElementById("try");
 const drop = document.getElementById("try-drop");
@@ -10,7 +11,6 @@ const answer = document.getElementById("try-answer");
 const bars = document.getElementById("try-bars");
 const numbers = document.getElementById("try-numbers");
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
-const percent = (p) => `${(p * 100).toFixed(1)}%`;
 
 function say(text, cls) {
   answer.className = cls;
@@ -67,35 +67,7 @@ function show(data) {
   } else {
     say(`${data.answer} (${percent(data.confidence)} sure)`, "known");
   }
-  for (const [label, p] of Object.entries(data.probabilities).sort((a, b) => b[1] - a[1])) {
-    const li = document.createElement("li");
-    li.dataset.label = label;
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = label;
-    const track = document.createElement("span");
-    track.className = "track";
-    const bar = document.createElement("span");
-    bar.className = "bar";
-    bar.style.width = `${Math.max(0.5, p * 100)}%`;
-    track.append(bar);
-    const value = document.createElement("span");
-    value.className = "value";
-    value.textContent = percent(p);
-    li.append(name, track, value);
-    bars.append(li);
-  }
+  showBars(bars, data.probabilities);
 }
 
-input.addEventListener("change", () => tryPhoto(input.files[0]));
-drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
-  e.preventDefault();
-  drop.classList.remove("over");
-  tryPhoto(e.dataTransfer.files[0]);
-});
-document.addEventListener("paste", (e) => {
-  const item = [...(e.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
-  if (item) tryPhoto(item.getAsFile());
-});
+acceptPhotos(drop, input, tryPhoto);
