@@ -4,6 +4,7 @@ import os
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 import uvicorn
 
 from app.config import Settings
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.integration.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,6 +57,38 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def sign_in(page, url: str) -> None:
+    """Sign in as the admin through the sign-in form at `url`."""
+    page.goto(url)
+    page.fill("#email", ADMIN_EMAIL)
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+
+
+@contextmanager
+def signed_in_api(base_url: str):
+    """An httpx client signed in as the admin, sending the CSRF header."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        login = client.post("/api/v1/session",
+                            json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        assert login.status_code == 200, login.text
+        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+        yield client
+
+
+@contextmanager
+def signed_in_page(browser, base_url: str, *, timeout_ms: int = 15_000, **context_options):
+    """A page of its own browser context, signed in as the admin (a desktop screen unless
+    `context_options` say otherwise)."""
+    context = browser.new_context(**({"viewport": {"width": 1280, "height": 900}}
+                                     | context_options))
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    sign_in(page, f"{base_url}/login")
+    yield page
+    context.close()
 
 
 class LiveServer:

@@ -10,14 +10,13 @@ import re
 from datetime import timedelta
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
 from app.cli import migrate
 from app.db import session_scope
 from app.models import Deployment, Job, ModelVersion, utcnow
-from tests.browser.conftest import LiveServer, screenshot
+from tests.browser.conftest import LiveServer, screenshot, sign_in, signed_in_api, signed_in_page
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_settings
 
 
@@ -33,30 +32,15 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(server):
     """An httpx client signed in as the admin, sending the CSRF header."""
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        login = client.post("/api/v1/session",
-                            json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-        assert login.status_code == 200, login.text
-        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+    with signed_in_api(server.url) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def page(browser, server):
     """One signed-in page for the module (tests that need a fresh one make their own)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    sign_in(page, f"{server.url}/login")
-    yield page
-    context.close()
-
-
-def sign_in(page, url: str) -> None:
-    page.goto(url)
-    page.fill("#email", ADMIN_EMAIL)
-    page.fill("#password", ADMIN_PASSWORD)
-    page.click("button[type=submit]")
+    with signed_in_page(browser, server.url) as page:
+        yield page
 
 
 def factory(server):

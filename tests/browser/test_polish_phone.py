@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import Image, Job
-from tests.browser.conftest import ARTIFACTS, screenshot
-from tests.browser.test_polish import api, factory, new_project, server, sign_in, upload
+from tests.browser.conftest import ARTIFACTS, screenshot, signed_in_page
+from tests.browser.test_polish import api, factory, new_project, server, upload
 from tests.serve.conftest import add_model_version, train_bear_model
 
 __all__ = ["api", "server"]  # module fixtures shared with test_polish
@@ -24,23 +24,15 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
 @pytest.fixture(scope="module")
 def phone(browser, server):
     """A signed-in page on a phone-sized touch screen."""
-    context = browser.new_context(**PHONE)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    sign_in(page, f"{server.url}/login")
-    yield page
-    context.close()
+    with signed_in_page(browser, server.url, timeout_ms=20_000, **PHONE) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
 def desk(browser, server):
     """A signed-in page on a desktop screen with a mouse."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    sign_in(page, f"{server.url}/login")
-    yield page
-    context.close()
+    with signed_in_page(browser, server.url) as page:
+        yield page
 
 
 def first_screen(page, name: str) -> None:

@@ -19,8 +19,8 @@ from app.cli import migrate
 from app.db import session_scope
 from app.models import Deployment, Job, utcnow
 from app.web.pages.training import RECIPE_FORM
-from tests.browser.conftest import LiveServer, screenshot
-from tests.browser.test_polish import new_project, sign_in
+from tests.browser.conftest import LiveServer, screenshot, signed_in_api, signed_in_page
+from tests.browser.test_polish import new_project
 from tests.conftest import make_settings
 from tests.serve.conftest import add_model_version, train_bear_model
 
@@ -39,24 +39,14 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(server):
     """An httpx client signed in as the admin, sending the CSRF header."""
-    from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        login = client.post("/api/v1/session",
-                            json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-        assert login.status_code == 200, login.text
-        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+    with signed_in_api(server.url) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    sign_in(page, f"{server.url}/login")
-    yield page
-    context.close()
+    with signed_in_page(browser, server.url) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")

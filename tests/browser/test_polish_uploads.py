@@ -8,14 +8,13 @@ import json
 import re
 import shutil
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
 from app.cli import migrate
-from tests.browser.conftest import ARTIFACTS, LiveServer, screenshot
-from tests.browser.test_polish import factory, new_project, sign_in
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_settings
+from tests.browser.conftest import ARTIFACTS, LiveServer, screenshot, signed_in_api, signed_in_page
+from tests.browser.test_polish import factory, new_project
+from tests.conftest import make_settings
 
 # Files the server refuses, each for its own reason: more than the five the old summary showed.
 REJECTED_IN_FOLDER = ("not_an_image.jpg", "truncated.jpg", "empty.jpg")
@@ -33,22 +32,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(server):
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        login = client.post("/api/v1/session",
-                            json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-        assert login.status_code == 200, login.text
-        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+    with signed_in_api(server.url) as client:
         yield client
 
 
 @pytest.fixture
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    sign_in(page, f"{server.url}/login")
-    yield page
-    context.close()
+    with signed_in_page(browser, server.url, timeout_ms=20_000) as page:
+        yield page
 
 
 # --- 3. uploads: progress, a folder that waits, a history kept until dismissed ----------------
