@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.ml.recipe import FROZEN_EPOCHS, RECIPE_FIELDS, Recipe
 from app.models import Job, ModelVersion, Project
 from app.schemas import TrainingIn
-from app.services import jobs, projects, training
+from app.services import jobs, training
 from app.services.errors import InvalidInputError
 from app.web.deps import SessionDep, SettingsDep
 from app.web.pages.common import (
@@ -54,12 +54,11 @@ def train_page(request: Request, project: PageProjectDep, session: SessionDep,
                user_session: SignedInDep):
     trainings = [j for j in jobs.list_jobs(session=session, project=project, limit=30)
                  if j.kind == "training"]
-    counts = projects.image_counts(session=session, project=project)
+    context = project_context(session, user_session, project, "train", recipe=RECIPE_FORM,
+                              recipe_help=RECIPE_HELP, trainings=trainings)
     expected = expected_duration(session, project_id=project.id, params={},
-                                 n_images=sum(counts.values()))
-    return render(request, "train.html", **project_context(
-        session, user_session, project, "train", recipe=RECIPE_FORM, recipe_help=RECIPE_HELP,
-        trainings=trainings, expected=about(expected["total_s"])))
+                                 n_images=sum(context["counts"].values()))
+    return render(request, "train.html", **context, expected=about(expected["total_s"]))
 
 
 def recipe_from_form(form) -> dict:
